@@ -1,0 +1,103 @@
+"""The `synthpat` command line. Validation runs before any Ray or model import."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.config import ConfigError, StudyConfig, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+ConfigArg = Annotated[Path, typer.Argument(help="Study config (YAML).")]
+Overrides = Annotated[
+    list[str] | None, typer.Argument(help="key=value overrides, e.g. data.seed=3")
+]
+Force = Annotated[bool, typer.Option("--force", help="Re-run even if up to date.")]
+
+
+def _load(config: Path, overrides: list[str] | None) -> StudyConfig:
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def _write_resolved(cfg: StudyConfig) -> Path:
+    from orchestrator.config.loader import dump_config
+    from orchestrator.stages import run_dir_for
+
+    run_dir = run_dir_for(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.resolved.yaml").write_text(dump_config(cfg))
+    return run_dir
+
+
+def _run(cfg: StudyConfig, names: list[str], force: bool) -> None:
+    from orchestrator.stages import STAGES, run_stage, stage_by_name
+
+    _write_resolved(cfg)
+    selected = [stage_by_name(n) for n in names] if names else STAGES
+    for stage in selected:
+        if not stage.enabled(cfg):
+            typer.echo(f"{stage.name}: disabled in config, skipped", err=True)
+            continue
+        try:
+            run_stage(stage, cfg, force=force)
+        except (ValueError, FileNotFoundError, RuntimeError) as exc:
+            typer.echo(f"{stage.name}: failed: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+
+@app.command()
+def validate(config: ConfigArg, overrides: Overrides = None) -> None:
+    """Check a config; print every error with its field path, exit 2 if any."""
+    cfg = _load(config, overrides)
+    typer.echo(f"{config}: ok (study {cfg.study!r})")
+
+
+@app.command()
+def prepare(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+    """Load, validate and split the real patents; draw the low-resource regimes."""
+    _run(_load(config, overrides), ["prepare"], force)
+
+
+@app.command()
+def run(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+    """Run every enabled stage in order, skipping those that are up to date."""
+    _run(_load(config, overrides), [], force)
+
+
+@app.command()
+def status(run_dir: Annotated[Path, typer.Argument(help="runs/<study> folder.")]) -> None:
+    """Which stages are done, stale or missing, with row counts and timings."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from orchestrator.cache import RunStore
+    from orchestrator.stages import STAGES
+
+    if not run_dir.is_dir():
+        typer.echo(f"{run_dir}: no such run folder", err=True)
+        raise typer.Exit(2)
+    store = RunStore(run_dir)
+    states = store.states([s.name for s in STAGES], {s.name: s.depends_on for s in STAGES})
+    t = Table(title=f"synthpat status: {run_dir}")
+    for col in ("stage", "state", "seconds", "rows", "note"):
+        t.add_column(col)
+    for st in states:
+        m = st.manifest
+        color = {"done": "green", "stale": "yellow", "missing": "red"}[st.state]
+        rows = ", ".join(f"{k}={v}" for k, v in (m.rows if m else {}).items())
+        note = st.reason or (m.summary.get("status_note", "") if m else "")
+        t.add_row(st.stage, f"[{color}]{st.state}[/{color}]",
+                  f"{m.seconds:.1f}" if m else "", rows, str(note))  # fmt: skip
+    Console().print(t)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

@@ -1,0 +1,66 @@
+"""The `data` section: where real patents come from, the label space, splits and regimes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from orchestrator.config.base import ConfigPath, StrictModel
+
+
+class SourceConfig(StrictModel):
+    path: ConfigPath = Field(
+        description="File or folder of real patents (JSONL, CSV, Parquet, or HUPD-style JSON)."
+    )
+    format: Literal["auto", "jsonl", "csv", "parquet", "hupd"] = Field(
+        "auto", description="Input format; `auto` decides from the file extension."
+    )
+    min_good_records: int = Field(
+        200, ge=1, description="Fail the prepare stage if fewer valid records than this remain."
+    )
+    limit: int | None = Field(
+        None, ge=1, description="Read at most this many valid records (for quick experiments)."
+    )
+
+
+class LabelSpaceConfig(StrictModel):
+    level: Literal["subclass", "group"] = Field(
+        "subclass",
+        description="`subclass` (4 characters, e.g. G06F) or `group` (main group from `codes`, "
+        "e.g. G06F17) for fine-grained evaluation.",
+    )
+    top_k: int = Field(64, ge=2, description="Keep the K most frequent labels at that level.")
+
+
+class SplitConfig(StrictModel):
+    test_size: float | int = Field(
+        1500, gt=0, description="Held-out test documents: a count, or a fraction if below 1."
+    )
+    val_size: float | int = Field(
+        500, gt=0, description="Validation documents (threshold tuning): a count or a fraction."
+    )
+
+
+class RegimeConfig(StrictModel):
+    name: str = Field(description="Regime name used in paths and reports, e.g. `r165`.")
+    size: int = Field(ge=1, description="Number of real training patents in this regime.")
+
+
+class DataConfig(StrictModel):
+    source: SourceConfig
+    labels: LabelSpaceConfig = LabelSpaceConfig()
+    split: SplitConfig = SplitConfig()
+    regimes: list[RegimeConfig] = Field(
+        description="Low-resource regimes drawn from the train pool; nested, smaller in larger."
+    )
+    seed: int = Field(13, description="Seed of the split and of the regime draws.")
+
+    @model_validator(mode="after")
+    def _regimes_distinct(self) -> DataConfig:
+        names = [r.name for r in self.regimes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"regimes: names must be unique, got {names}")
+        if not self.regimes:
+            raise ValueError("regimes: at least one regime is needed")
+        return self

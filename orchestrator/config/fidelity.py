@@ -1,0 +1,43 @@
+"""The `fidelity` section: encoder, MMD and the leakage audits."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from orchestrator.config.base import StrictModel
+
+
+class EncoderConfig(StrictModel):
+    model: str = Field(
+        "embedded:minilm-l6",
+        description="Sentence encoder: `embedded:minilm-l6`, a local folder, or a hub id.",
+    )
+    batch_size: int = Field(64, ge=1, description="Texts per encoder batch.")
+    max_length: int = Field(256, ge=16, description="Encoder token limit per text.")
+    concurrency: int = Field(1, ge=1, description="Ray Data encoder actors.")
+    num_cpus_per_actor: float = Field(1, gt=0, description="CPUs per encoder actor.")
+    num_gpus_per_actor: float = Field(0, ge=0, description="GPUs per encoder actor.")
+
+
+class MmdConfig(StrictModel):
+    permutations: int = Field(1000, ge=0, description="Permutations of the MMD test.")
+    bandwidth_multipliers: list[float] = Field(
+        [1.0], description="Multiples of the median-heuristic bandwidth summed in the kernel."
+    )
+    block_size: int = Field(2048, ge=64, description="Rows per kernel block (bounds memory).")
+    linear_time_above: int = Field(
+        50000, ge=2, description="Use the linear-time estimator when a side has more rows."
+    )
+    per_label_min_rows: int = Field(
+        10, ge=2, description="Per-label MMD only where both sides have this many rows."
+    )
+
+
+class FidelityConfig(StrictModel):
+    enabled: bool = Field(True, description="Run the fidelity stage.")
+    encoder: EncoderConfig = EncoderConfig()
+    mmd: MmdConfig = MmdConfig()
+    knn_k: int = Field(5, ge=1, description="k of the precision/recall/density/coverage measures.")
+    copy_ngram: int = Field(8, ge=3, description="n of the n-gram copy rate.")
+    keywords_per_label: int = Field(10, ge=1, description="Top real keywords audited per label.")
+    seed: int = Field(0, description="Seed of permutations and subsampling.")

@@ -1,0 +1,94 @@
+"""The `generation` section: generator LLMs, strategies, leakage variants, volumes and filters."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from orchestrator.config.base import StrictModel
+
+Strategy = Literal["synthesis", "paraphrase"]
+Variant = Literal["plain", "label_name_masking", "instruction_label_removal"]
+
+
+class VllmGenerator(StrictModel):
+    kind: Literal["vllm"] = "vllm"
+    name: str = Field(description="Short generator name used in row provenance and reports.")
+    model: str = Field(
+        description="`embedded:smollm2-135m`, a local model folder, or a hub id (clusters only)."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="vLLM dtype."
+    )
+    max_model_len: int = Field(2048, ge=128, description="vLLM context length.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (tensor parallel).")
+    memory_fraction: float = Field(
+        0.35,
+        gt=0,
+        le=1,
+        description="vLLM gpu_memory_utilization; on CPU the share of host memory it reserves.",
+    )
+    num_gpus_per_actor: float = Field(0, ge=0, description="GPUs per vLLM actor (0 on CPU).")
+    num_cpus_per_actor: float = Field(1, gt=0, description="CPUs per vLLM actor.")
+    concurrency: int = Field(1, ge=1, description="Number of vLLM actors (one per GPU).")
+    batch_size: int = Field(16, ge=1, description="Rows per Ray Data batch sent to an actor.")
+    max_tokens: int = Field(256, ge=8, description="Maximum new tokens per generated row.")
+    temperature: float = Field(0.8, ge=0, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the model folder.")
+
+
+Generator = Annotated[VllmGenerator, Field(discriminator="kind")]
+
+
+class FilterConfig(StrictModel):
+    min_words: int = Field(20, ge=1, description="Drop outputs shorter than this many words.")
+    max_words: int = Field(400, ge=1, description="Drop outputs longer than this many words.")
+    near_duplicate_threshold: float = Field(
+        0.8, gt=0, le=1, description="MinHash Jaccard above which two rows are near duplicates."
+    )
+    leakage_ngram: int = Field(8, ge=3, description="n of the n-grams compared with val/test.")
+    leakage_threshold: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Drop a row when this share of its n-grams appears in one val/test patent.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FilterConfig:
+        if self.min_words > self.max_words:
+            raise ValueError(
+                f"min_words={self.min_words} is above max_words={self.max_words}"
+            )
+        return self
+
+
+class GenerationConfig(StrictModel):
+    enabled: bool = Field(True, description="Run the generate stage.")
+    generators: list[Generator] = Field(description="Generator LLMs, each one vLLM deployment.")
+    strategies: list[Strategy] = Field(["synthesis"], description="Generation strategies.")
+    variants: list[Variant] = Field(["plain"], description="Leakage-control prompt variants.")
+    regimes: list[str] | None = Field(
+        None, description="Regimes to generate for (names from data.regimes); default all."
+    )
+    ratios: list[float] = Field(
+        [1.0], description="Synthetic rows per real row; generated once at the largest ratio."
+    )
+    exemplars: int = Field(2, ge=0, description="Real exemplars shown in a synthesis prompt.")
+    rare_label_floor: int = Field(
+        1, ge=0, description="Each regime label is a target at least this many times."
+    )
+    max_retries: int = Field(2, ge=0, description="Retries of a failed row before it is given up.")
+    seed: int = Field(0, description="Base seed; each row gets its own seed derived from it.")
+    filters: FilterConfig = FilterConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerationConfig:
+        names = [g.name for g in self.generators]
+        if len(set(names)) != len(names):
+            raise ValueError(f"generators: names must be unique, got {names}")
+        if any(r <= 0 for r in self.ratios):
+            raise ValueError(f"ratios: every ratio must be positive, got {self.ratios}")
+        return self

@@ -1,0 +1,42 @@
+"""The root of the config tree: one study."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, model_validator
+
+from orchestrator.config.base import StrictModel
+from orchestrator.config.data import DataConfig
+from orchestrator.config.fidelity import FidelityConfig
+from orchestrator.config.generation import GenerationConfig
+from orchestrator.config.report import ReportConfig
+from orchestrator.config.resources import ResourcesConfig
+from orchestrator.config.serve import ServeConfig
+from orchestrator.config.trials import TrialsConfig
+
+
+class StudyConfig(StrictModel):
+    study: str = Field(description="Study name; artifacts go to runs/<study>/.")
+    data: DataConfig
+    generation: GenerationConfig | None = Field(None, description="The generate stage.")
+    fidelity: FidelityConfig | None = Field(None, description="The fidelity stage.")
+    trials: TrialsConfig | None = Field(None, description="The trials stage.")
+    report: ReportConfig | None = Field(None, description="The report stage.")
+    serve: ServeConfig = ServeConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    @model_validator(mode="after")
+    def _cross(self) -> StudyConfig:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.study):
+            raise ValueError(f"study={self.study!r}: use letters, digits, '_', '.', '-'")
+        known = {r.name for r in self.data.regimes}
+        for section in ("generation", "trials"):
+            sec = getattr(self, section)
+            if sec is not None and sec.regimes is not None:
+                unknown = sorted(set(sec.regimes) - known)
+                if unknown:
+                    raise ValueError(
+                        f"{section}.regimes names {unknown}, not in data.regimes {sorted(known)}"
+                    )
+        return self

@@ -1,0 +1,127 @@
+"""The `trials` section: classifier families and the study grid run by Ray Tune."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from orchestrator.config.base import StrictModel
+
+Precision = Literal["fp32", "bf16", "fp16"]
+Attention = Literal["eager", "sdpa", "flash_attention_2"]
+Loss = Literal["bce", "weighted_bce", "focal", "asymmetric"]
+Arm = Literal[
+    "real_only",
+    "duplicate_to_match",
+    "real_plus_synthetic",
+    "fixed_budget",
+    "filtered",
+    "ensemble",
+]
+Ordering = Literal["shuffled", "curriculum_real_first", "curriculum_fidelity"]
+
+
+class DeepSpeedConfig(StrictModel):
+    zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage.")
+
+
+class FinetuneFamily(StrictModel):
+    kind: Literal["finetune"] = "finetune"
+    name: str = Field("finetune", description="Family name in reports.")
+    model: str = Field(
+        "embedded:minilm-l6", description="`embedded:minilm-l6`, a local folder, or a hub id."
+    )
+    max_length: int = Field(256, ge=16, description="Token limit per document.")
+    epochs: int = Field(3, ge=1, description="Training epochs.")
+    learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate.")
+    batch_size: int = Field(16, ge=1, description="Per-worker batch size.")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers per trial.")
+    deepspeed: DeepSpeedConfig | None = Field(None, description="Train with DeepSpeed ZeRO.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the model folder.")
+
+
+class FrozenHeadFamily(StrictModel):
+    kind: Literal["frozen_head"] = "frozen_head"
+    name: str = Field("frozen_head", description="Family name in reports.")
+    head: Literal["linear", "mlp"] = Field("linear", description="Head on frozen embeddings.")
+    epochs: int = Field(60, ge=1, description="Head training epochs.")
+    learning_rate: float = Field(3e-3, gt=0, description="Head learning rate.")
+
+
+class TfidfLinearFamily(StrictModel):
+    kind: Literal["tfidf_linear"] = "tfidf_linear"
+    name: str = Field("tfidf_linear", description="Family name in reports.")
+    ngram_max: int = Field(2, ge=1, le=3, description="Largest word n-gram.")
+    C: float = Field(10.0, gt=0, description="Inverse regularization of the logistic model.")
+
+
+Family = Annotated[
+    FinetuneFamily | FrozenHeadFamily | TfidfLinearFamily, Field(discriminator="kind")
+]
+
+
+class FixedBudgetConfig(StrictModel):
+    budget: int = Field(ge=1, description="Total training rows of every fixed-budget arm.")
+    real_fractions: list[float] = Field(description="Real share of the budget, each in [0, 1].")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> FixedBudgetConfig:
+        bad = [f for f in self.real_fractions if not 0 <= f <= 1]
+        if bad:
+            raise ValueError(f"real_fractions: each must be in [0, 1], got {bad}")
+        return self
+
+
+class NumericsGuardConfig(StrictModel):
+    enabled: bool = Field(True, description="Compare logits against fp32 eager before the grid.")
+    max_abs_diff: float = Field(
+        0.05, gt=0, description="Flag a precision/attention whose logits differ more than this."
+    )
+
+
+class TrialResources(StrictModel):
+    cpus: float = Field(1, gt=0, description="CPUs per trial.")
+    gpus: float = Field(0, ge=0, description="GPUs per trial (fractions allowed).")
+
+
+class TrialsConfig(StrictModel):
+    enabled: bool = Field(True, description="Run the trials stage.")
+    families: list[Family] = Field(description="Classifier families in the grid.")
+    arms: list[Arm] = Field(["real_only", "real_plus_synthetic"], description="Training mixes.")
+    fixed_budget: FixedBudgetConfig | None = Field(None, description="Fixed-budget mixing arm.")
+    orderings: list[Ordering] = Field(["shuffled"], description="Row orderings of mixed arms.")
+    losses: list[Loss] = Field(["bce"], description="Training losses.")
+    precisions: list[Precision] = Field(["fp32"], description="Training precisions.")
+    attentions: list[Attention] = Field(["sdpa"], description="Attention implementations.")
+    seeds: list[int] = Field([0], description="Seeds; each grid cell runs once per seed.")
+    regimes: list[str] | None = Field(None, description="Regimes in the grid; default all.")
+    resources: TrialResources = TrialResources()
+    max_failures: int = Field(1, ge=0, description="Ray Tune retries of a failed trial.")
+    numerics_guard: NumericsGuardConfig = NumericsGuardConfig()
+    select_metric: str = Field("val_micro_f1", description="Metric that picks the best trial.")
+    retrieval_k: int = Field(10, ge=1, description="k of the nDCG@k retrieval proxy.")
+    retrieval_corpus: Literal["test", "train_pool"] = Field(
+        "test", description="Documents ranked by the retrieval proxy."
+    )
+    allow_cuda_only: bool = Field(
+        False,
+        description="Keep fp16/flash_attention_2 cells when no GPU is requested; they are "
+        "skipped with the reason recorded on machines without CUDA.",
+    )
+
+    @model_validator(mode="after")
+    def _numerics(self) -> TrialsConfig:
+        gpu = self.resources.gpus > 0 or self.allow_cuda_only
+        if not gpu:
+            if "fp16" in self.precisions:
+                raise ValueError(
+                    "precisions contains fp16 but trials.resources.gpus=0: fp16 needs a GPU "
+                    "(set trials.resources.gpus or trials.allow_cuda_only=true)"
+                )
+            if "flash_attention_2" in self.attentions:
+                raise ValueError(
+                    "attentions contains flash_attention_2 but trials.resources.gpus=0: "
+                    "flash_attention_2 needs a GPU"
+                )
+        return self

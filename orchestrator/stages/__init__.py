@@ -1,0 +1,20 @@
+"""The stages in run order. Each module defines one `Stage` subclass."""
+
+from __future__ import annotations
+
+from orchestrator.stages.base import Stage, StageContext, StageOutput, run_dir_for, run_stage
+from orchestrator.stages.prepare import PrepareStage
+
+STAGES: list[Stage] = [
+    PrepareStage(),
+]
+
+
+def stage_by_name(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown stage {name!r}; stages: {[s.name for s in STAGES]}")
+
+
+__all__ = ["STAGES", "Stage", "StageContext", "StageOutput", "run_dir_for", "run_stage"]

@@ -1,0 +1,217 @@
+"""Real patent records: one record type and loaders for JSONL, CSV, Parquet and HUPD JSON.
+
+Every record is validated; a bad one is reported with its file and line (or row) and set aside,
+never fatal on its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Format = Literal["auto", "jsonl", "csv", "parquet", "hupd"]
+
+_SUBCLASS = re.compile(r"^[A-HY]\d{2}[A-Z]$")
+_CODE = re.compile(r"^([A-HY]\d{2}[A-Z])\s*0*(\d{1,4})\s*/?\s*(\d+)?")
+
+
+@dataclass(frozen=True)
+class PatentRecord:
+    id: str
+    title: str
+    abstract: str
+    claims: str | None
+    labels: tuple[str, ...]
+    codes: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """The text classifiers and generators see: title (when present) and abstract."""
+        return f"{self.title}\n{self.abstract}" if self.title else self.abstract
+
+
+@dataclass(frozen=True)
+class Rejection:
+    file: str
+    line: int
+    reason: str
+    raw: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadResult:
+    records: list[PatentRecord] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def subclass_of(code: str) -> str | None:
+    """`G06F 17/30` or `G06F17/30` -> `G06F`; None when it is not a patent class symbol."""
+    m = _CODE.match(code.strip().upper())
+    return m.group(1) if m else None
+
+
+def main_group_of(code: str) -> str | None:
+    """`G06F 17/30` -> `G06F17`; None without a group number."""
+    m = _CODE.match(code.strip().upper())
+    return f"{m.group(1)}{int(m.group(2))}" if m and m.group(2) else None
+
+
+def _as_str_list(value: Any, name: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            return []
+        if value.startswith("["):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{name}: not a JSON list ({exc.msg})") from None
+        else:
+            return [v.strip() for v in re.split(r"[;|,]", value) if v.strip()]
+    if hasattr(value, "tolist"):  # numpy / pyarrow arrays from Parquet
+        value = value.tolist()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name}: expected a list of strings, got {type(value).__name__}")
+    return [v.strip() for v in value if v.strip()]
+
+
+def _opt_str(obj: dict, key: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, list):  # HUPD-like claims may come as a list of claim strings
+        if not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{key}: expected text")
+        return "\n".join(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: expected text, got {type(value).__name__}")
+    return value
+
+
+def record_from_mapping(obj: Any, hupd: bool = False) -> PatentRecord:
+    """Validate one mapping into a PatentRecord; ValueError names the bad field."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    rid = obj.get("id")
+    if hupd and rid is None:
+        rid = obj.get("publication_number") or obj.get("application_number")
+    if isinstance(rid, int):
+        rid = str(rid)
+    if not isinstance(rid, str) or not rid.strip():
+        raise ValueError("id: missing or empty")
+    abstract = _opt_str(obj, "abstract")
+    if not abstract or not abstract.strip():
+        raise ValueError("abstract: missing or empty")
+    title = _opt_str(obj, "title") or ""
+    claims = _opt_str(obj, "claims")
+    if hupd:
+        codes = _as_str_list(obj.get("cpc_labels"), "cpc_labels") or _as_str_list(
+            obj.get("ipcr_labels"), "ipcr_labels"
+        )
+        labels = []
+    else:
+        codes = _as_str_list(obj.get("codes"), "codes")
+        labels = _as_str_list(obj.get("labels"), "labels")
+    if not labels:
+        labels = [s for c in codes if (s := subclass_of(c))]
+    labels = sorted({lab.upper() for lab in labels})
+    bad = [lab for lab in labels if not _SUBCLASS.match(lab)]
+    if bad:
+        raise ValueError(f"labels: not subclass codes: {bad[:5]}")
+    if not labels:
+        raise ValueError("labels: empty (and no codes to derive them from)")
+    return PatentRecord(
+        id=rid.strip(),
+        title=" ".join(title.split()),
+        abstract=" ".join(abstract.split()),
+        claims=claims,
+        labels=tuple(labels),
+        codes=tuple(codes),
+    )
+
+
+def detect_format(path: Path) -> Format:
+    if path.is_dir():
+        return "hupd"
+    suffix = path.suffix.lower()
+    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
+            ".json": "hupd"}.get(suffix, "jsonl")  # fmt: skip
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, line, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield lineno, line, ValueError(f"not valid JSON ({exc.msg})")
+
+
+def _iter_csv(path: Path) -> Iterator[tuple[int, str, Any]]:
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        reader = csv.DictReader(f)
+        for row in reader:
+            # DictReader's line_num is the line where the row ends; rows may span lines.
+            if None in row:
+                yield reader.line_num, str(row), ValueError("more fields than the header")
+                continue
+            yield reader.line_num, json.dumps(row), dict(row)
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, str, Any]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    for i, row in enumerate(table.to_pylist(), start=1):
+        yield i, json.dumps(row, default=str), row
+
+
+def _iter_hupd(path: Path) -> Iterator[tuple[str, int, str, Any]]:
+    files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+    for file in files:
+        raw = file.read_text(encoding="utf-8", errors="replace")
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            yield str(file), exc.lineno, raw[:200], ValueError(f"not valid JSON ({exc.msg})")
+            continue
+        items = obj if isinstance(obj, list) else [obj]
+        for i, item in enumerate(items, start=1):
+            yield str(file), i, json.dumps(item)[:2000], item
+
+
+def load_records(path: str | Path, fmt: Format = "auto", limit: int | None = None) -> LoadResult:
+    """Load and validate every record; bad ones go to `rejected` with file, line and reason."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data.source.path: {path} does not exist")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    result = LoadResult()
+    if fmt == "hupd":
+        stream: Iterator[tuple[str, int, str, Any]] = _iter_hupd(path)
+    else:
+        it = {"jsonl": _iter_jsonl, "csv": _iter_csv, "parquet": _iter_parquet}[fmt](path)
+        stream = ((str(path), line, raw, obj) for line, raw, obj in it)
+    for file, line, raw, obj in stream:
+        if limit is not None and len(result.records) >= limit:
+            break
+        if isinstance(obj, ValueError):
+            result.rejected.append(Rejection(file, line, str(obj), raw.rstrip("\n")[:2000]))
+            continue
+        try:
+            result.records.append(record_from_mapping(obj, hupd=fmt == "hupd"))
+        except ValueError as exc:
+            result.rejected.append(Rejection(file, line, str(exc), raw.rstrip("\n")[:2000]))
+    return result
