@@ -94,8 +94,13 @@ def status(run_dir: Annotated[Path, typer.Argument(help="runs/<study> folder.")]
         color = {"done": "green", "stale": "yellow", "missing": "red"}[st.state]
         rows = ", ".join(f"{k}={v}" for k, v in (m.rows if m else {}).items())
         note = st.reason or (m.summary.get("status_note", "") if m else "")
-        t.add_row(st.stage, f"[{color}]{st.state}[/{color}]",
-                  f"{m.seconds:.1f}" if m else "", rows, str(note))  # fmt: skip
+        t.add_row(
+            st.stage,
+            f"[{color}]{st.state}[/{color}]",
+            f"{m.seconds:.1f}" if m else "",
+            rows,
+            str(note),
+        )
     Console().print(t)
 
 

@@ -74,7 +74,9 @@ def prepare_dataset(
     pool = frame.iloc[pool_i].reset_index(drop=True)
     y_pool = y[pool_i]
     regime_rows, cover = draw_regimes(y_pool, regimes, seed)
-    regime_frames = {name: pool.iloc[idx].reset_index(drop=True) for name, idx in regime_rows.items()}
+    regime_frames = {
+        name: pool.iloc[idx].reset_index(drop=True) for name, idx in regime_rows.items()
+    }
 
     per_split = {
         "train_pool": _label_stats(y_pool),
@@ -95,5 +97,11 @@ def prepare_dataset(
         "label_cover_size": cover,
         "rarest_pool_labels": {c: int(support_pool[space.index[c]]) for c in rare},
     }
-    return PreparedData(space, pool, frame.iloc[val_i].reset_index(drop=True),
-                        frame.iloc[test_i].reset_index(drop=True), regime_frames, summary)  # fmt: skip
+    return PreparedData(
+        space,
+        pool,
+        frame.iloc[val_i].reset_index(drop=True),
+        frame.iloc[test_i].reset_index(drop=True),
+        regime_frames,
+        summary,
+    )

@@ -17,7 +17,7 @@ from typing import Any, Literal
 Format = Literal["auto", "jsonl", "csv", "parquet", "hupd"]
 
 _SUBCLASS = re.compile(r"^[A-HY]\d{2}[A-Z]$")
-_CODE = re.compile(r"^([A-HY]\d{2}[A-Z])\s*0*(\d{1,4})\s*/?\s*(\d+)?")
+_CODE = re.compile(r"^([A-HY]\d{2}[A-Z])\s*(\d+)\s*(?:/\s*(\d+))?")
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,12 @@ def subclass_of(code: str) -> str | None:
 def main_group_of(code: str) -> str | None:
     """`G06F 17/30` -> `G06F17`; None without a group number."""
     m = _CODE.match(code.strip().upper())
-    return f"{m.group(1)}{int(m.group(2))}" if m and m.group(2) else None
+    if not m:
+        return None
+    digits = m.group(2)
+    if m.group(3) is None and len(digits) >= 10:
+        digits = digits[:4]  # fixed-width IPC (4-digit main group, 6-digit subgroup), no slash
+    return f"{m.group(1)}{int(digits)}"
 
 
 def _as_str_list(value: Any, name: str) -> list[str]:
@@ -144,8 +149,13 @@ def detect_format(path: Path) -> Format:
     if path.is_dir():
         return "hupd"
     suffix = path.suffix.lower()
-    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
-            ".json": "hupd"}.get(suffix, "jsonl")  # fmt: skip
+    return {
+        ".jsonl": "jsonl",
+        ".ndjson": "jsonl",
+        ".csv": "csv",
+        ".parquet": "parquet",
+        ".json": "hupd",
+    }.get(suffix, "jsonl")
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:

@@ -59,9 +59,7 @@ class FilterConfig(StrictModel):
     @model_validator(mode="after")
     def _bounds(self) -> FilterConfig:
         if self.min_words > self.max_words:
-            raise ValueError(
-                f"min_words={self.min_words} is above max_words={self.max_words}"
-            )
+            raise ValueError(f"min_words={self.min_words} is above max_words={self.max_words}")
         return self
 
 

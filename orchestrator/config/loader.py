@@ -71,7 +71,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyCo
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError([f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"], source)
+        raise ConfigError(
+            [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"], source
+        ) from None
     if not isinstance(tree, dict):
         raise ConfigError(["the top level must be a mapping of sections"], source)
     for keys, value in parse_overrides(overrides or []):
