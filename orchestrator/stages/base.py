@@ -12,7 +12,7 @@ from rich.console import Console
 from orchestrator.cache import Manifest, RunStore, now
 from orchestrator.config import StudyConfig
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 @dataclass
