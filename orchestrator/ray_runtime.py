@@ -1,0 +1,38 @@
+"""One place that starts or joins Ray for every stage."""
+
+from __future__ import annotations
+
+import os
+
+from orchestrator.config.resources import ResourcesConfig
+
+
+def ensure_ray(resources: ResourcesConfig | None = None) -> None:
+    """Join the configured cluster, or start a local Ray, unless Ray is already up.
+
+    `resources.address` (or RAY_ADDRESS, set by `ray job submit`) joins an existing cluster; on a
+    laptop a local Ray with `resources.num_cpus` starts, dashboard off, usage stats off.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    resources = resources or ResourcesConfig()
+    address = resources.address or os.environ.get("RAY_ADDRESS")
+    env = {
+        "env_vars": {
+            k: os.environ[k]
+            for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "SYNTHPAT_CACHE")
+            if k in os.environ
+        }
+    }
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=resources.num_cpus,
+            include_dashboard=False,
+            runtime_env=env,
+            log_to_driver=True,
+        )
