@@ -67,9 +67,36 @@ def prepare(config: ConfigArg, overrides: Overrides = None, force: Force = False
 
 
 @app.command()
-def run(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+def run(
+    config: ConfigArg,
+    overrides: Overrides = None,
+    force: Force = False,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to run on (auto, ray://host:10001).")
+    ] = None,
+) -> None:
     """Run every enabled stage in order, skipping those that are up to date."""
-    _run(_load(config, overrides), [], force)
+    extra = [f"resources.address={address}"] if address else []
+    _run(_load(config, [*(overrides or []), *extra]), [], force)
+
+
+@app.command()
+def submit(
+    config: ConfigArg,
+    overrides: Overrides = None,
+    address: Annotated[
+        str, typer.Option(help="Ray Jobs address, e.g. http://127.0.0.1:8265.")
+    ] = "http://127.0.0.1:8265",
+    wait: Annotated[bool, typer.Option(help="Wait for the job to finish.")] = False,
+) -> None:
+    """Submit `synthpat run CONFIG` as a Ray job, shipping this project as its working dir."""
+    from orchestrator.jobs import submit_study
+
+    _load(config, overrides)  # fail here, not on the cluster, on a bad config
+    job_id, status = submit_study(address, config, overrides or [], Path.cwd(), wait=wait)
+    typer.echo(f"job {job_id}: {status}")
+    if wait and status != "SUCCEEDED":
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -1,0 +1,5 @@
+"""`python -m orchestrator ...` is `synthpat ...` (Ray job entrypoints use this form)."""
+
+from orchestrator.cli import app
+
+app()
