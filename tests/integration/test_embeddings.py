@@ -1,0 +1,52 @@
+"""embed_texts with the embedded MiniLM: local path, Ray Data actors, and the cache."""
+
+import numpy as np
+import pytest
+
+import orchestrator.embeddings as emb
+from orchestrator.config.fidelity import EncoderConfig
+
+pytestmark = pytest.mark.integration
+
+TEXTS = [
+    "A wheelchair with motorized wheels and a joystick controller.",
+    "A hearing aid with a directional microphone array.",
+    "A wheelchair with motorized wheels and a joystick controller.",
+    "Etching a semiconductor wafer with a plasma.",
+]
+
+
+def test_local_then_ray_share_one_cache(tmp_path, monkeypatch):
+    enc = EncoderConfig(batch_size=8)
+    local = emb.embed_texts(TEXTS, enc, tmp_path, use_ray=False)
+    assert local.shape == (4, 384) and local.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(local, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(local[0], local[2])
+    assert emb.cache_stats(tmp_path, enc) == {"vectors": 3, "shards": 1}
+
+    # Everything is cached now: computing anything would be a bug.
+    def _no_compute(texts, encoder):
+        raise AssertionError(f"re-embedded {len(texts)} texts")
+
+    monkeypatch.setattr(emb, "encode_local", _no_compute)
+    again = emb.embed_texts(TEXTS[::-1], enc, tmp_path, use_ray=False)
+    np.testing.assert_array_equal(again, local[::-1])
+    monkeypatch.undo()
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024)
+    try:
+        new = ["A braille display with refreshable pins."]
+        fresh = emb.embed_texts([*new, *TEXTS], enc, tmp_path)  # Ray is up: actors
+        np.testing.assert_array_equal(fresh[1:], local)
+        assert emb.cache_stats(tmp_path, enc) == {"vectors": 4, "shards": 2}
+        # The actor's vectors equal this process's vectors for the same text.
+        other = tmp_path / "other"
+        via_ray = emb.embed_texts(TEXTS[:2], enc, other)
+        np.testing.assert_allclose(via_ray, local[:2], atol=1e-5)
+        np.testing.assert_allclose(
+            fresh[0], emb.embed_texts(new, enc, tmp_path / "third", use_ray=False)[0], atol=1e-5
+        )
+    finally:
+        ray.shutdown()
