@@ -1,0 +1,444 @@
+"""Trained classifiers and their checkpoint format: safetensors weights + `classifier.json`.
+
+One folder per classifier, any family, never pickle:
+
+- `classifier.json`: family, label codes and names, per-label thresholds, precision, attention,
+  trust_remote_code, the training mix (arm, regime, ratio, ...), metrics, provenance and the
+  family's own settings (`family_config`).
+- `finetune`: `model/`: a Hugging Face folder (`save_pretrained`, safetensors) with its tokenizer.
+- `frozen_head`: `head.safetensors` (the linear or MLP head); the frozen encoder is named by its
+  model source in `family_config.encoder` and loaded with `tasks.embeddings.load_encoder`.
+- `tfidf_linear`: `tfidf.safetensors` (`idf`, `coef`, `intercept`) + `vocabulary.json` (terms
+  in column order); the vectorizer's settings are in `family_config`.
+
+`load_classifier(path)` returns a `Classifier` with `predict_proba`, `predict`, `embed`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+CLASSIFIER_JSON = "classifier.json"
+FAMILIES = ("finetune", "frozen_head", "tfidf_linear")
+
+
+class Classifier(ABC):
+    """A trained multi-label classifier: probabilities, thresholded labels and embeddings."""
+
+    family: str = ""
+
+    def __init__(
+        self,
+        labels: list[str],
+        names: list[str],
+        thresholds: np.ndarray | list[float] | float = 0.5,
+        meta: dict[str, Any] | None = None,
+    ):
+        if len(names) != len(labels):
+            raise ValueError(f"names has {len(names)} entries, labels has {len(labels)}")
+        self.labels = list(labels)
+        self.names = list(names)
+        self.thresholds = _as_thresholds(thresholds, len(labels))
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    @abstractmethod
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Per-label probabilities, (n, L) float32."""
+
+    @abstractmethod
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """The classifier's document embeddings, (n, d) float32 (used by the retrieval proxy)."""
+
+    def proba_and_embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Both at once; families that can share one forward pass override this."""
+        return self.predict_proba(texts), self.embed(texts)
+
+    def predict(self, texts: list[str]) -> list[list[str]]:
+        """Label codes whose probability reaches the label's threshold, per text."""
+        hits = self.predict_proba(texts) >= self.thresholds[None, :]
+        return [[self.labels[j] for j in np.flatnonzero(row)] for row in hits]
+
+    @abstractmethod
+    def family_config(self) -> dict[str, Any]:
+        """Family settings needed to load the weights again (stored in classifier.json)."""
+
+    @abstractmethod
+    def save_weights(self, directory: Path) -> None:
+        """Write the family's weight files into `directory`."""
+
+
+def _as_thresholds(value: np.ndarray | list[float] | float, n: int) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float32)
+    if arr.ndim == 0:
+        arr = np.full(n, float(arr), dtype=np.float32)
+    if arr.shape != (n,):
+        raise ValueError(f"thresholds has shape {arr.shape}, expected ({n},)")
+    return arr
+
+
+def _batches(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _torch_dtype(precision: str) -> Any:
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def usable_attention(attention: str) -> str:
+    """flash_attention_2 needs CUDA and the flash-attn package; fall back to sdpa otherwise."""
+    if attention != "flash_attention_2":
+        return attention
+    import importlib.util
+
+    import torch
+
+    ok = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+    return attention if ok else "sdpa"
+
+
+class FinetuneClassifier(Classifier):
+    """A fine-tuned `AutoModelForSequenceClassification` and its tokenizer."""
+
+    family = "finetune"
+
+    def __init__(self, model: Any, tokenizer: Any, max_length: int, batch_size: int = 32, **kw):
+        super().__init__(**kw)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    def _forward(self, texts: list[str], want_embed: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        import torch
+
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        probs, embs = [], []
+        with torch.inference_mode():
+            for sl in _batches(len(texts), self.batch_size):
+                enc = self.tokenizer(
+                    texts[sl],
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(device)
+                out = self.model(**enc, output_hidden_states=want_embed)
+                probs.append(torch.sigmoid(out.logits.float()).cpu().numpy())
+                if want_embed:
+                    # Mean of the last layer over real tokens: the encoder's view of the document.
+                    mask = enc["attention_mask"].unsqueeze(-1).float()
+                    hidden = out.hidden_states[-1].float()
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                    pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                    embs.append(pooled.cpu().numpy())
+        n_labels = len(self.labels)
+        p = np.concatenate(probs) if probs else np.zeros((0, n_labels), np.float32)
+        e = None
+        if want_embed:
+            dim = self.model.config.hidden_size
+            e = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
+        return p.astype(np.float32), e
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return self._forward(list(texts), want_embed=False)[0]
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        e = self._forward(list(texts), want_embed=True)[1]
+        assert e is not None
+        return e
+
+    def proba_and_embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        p, e = self._forward(list(texts), want_embed=True)
+        assert e is not None
+        return p, e
+
+    def family_config(self) -> dict[str, Any]:
+        return {"max_length": self.max_length, "weights": "model"}
+
+    def save_weights(self, directory: Path) -> None:
+        target = directory / "model"
+        model = getattr(self.model, "module", self.model)  # unwrap DDP / DeepSpeed engines
+        model.save_pretrained(target, safe_serialization=True)
+        self.tokenizer.save_pretrained(target)
+
+
+class FrozenHeadClassifier(Classifier):
+    """A linear or one-hidden-layer MLP head on a frozen sentence encoder's embeddings.
+
+    The head runs in numpy so that loading it needs no torch; `head` holds float32 arrays
+    `w`, `b` (linear) or `w1`, `b1`, `w2`, `b2` (MLP, ReLU hidden layer).
+    """
+
+    family = "frozen_head"
+
+    def __init__(
+        self,
+        head: dict[str, np.ndarray],
+        encoder_model: str,
+        encoder_max_length: int,
+        encoder: Any = None,
+        **kw,
+    ):
+        super().__init__(**kw)
+        self.head = {k: np.asarray(v, dtype=np.float32) for k, v in head.items()}
+        self.kind = "mlp" if "w1" in self.head else "linear"
+        self.encoder_model = encoder_model
+        self.encoder_max_length = encoder_max_length
+        self._encoder = encoder
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        from tasks.embeddings import encode_texts, load_encoder
+
+        if self._encoder is None:
+            self._encoder = load_encoder(self.encoder_model, self.encoder_max_length)
+        return encode_texts(list(texts), self._encoder)
+
+    def hidden(self, x: np.ndarray) -> np.ndarray:
+        """The head's document representation: the MLP's hidden layer, or the input itself."""
+        if self.kind == "linear":
+            return x
+        return np.maximum(x @ self.head["w1"].T + self.head["b1"], 0.0)
+
+    def proba_from_embeddings(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities from precomputed encoder embeddings (the trial path: no re-encoding)."""
+        h = self.hidden(x)
+        w, b = (
+            (self.head["w"], self.head["b"])
+            if self.kind == "linear"
+            else (
+                self.head["w2"],
+                self.head["b2"],
+            )
+        )
+        return _sigmoid(h @ w.T + b)
+
+    def embed_from_embeddings(self, x: np.ndarray) -> np.ndarray:
+        h = self.hidden(x)
+        norm = np.linalg.norm(h, axis=1, keepdims=True)
+        return (h / np.maximum(norm, 1e-12)).astype(np.float32)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return self.proba_from_embeddings(self._encode(texts))
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self.embed_from_embeddings(self._encode(texts))
+
+    def proba_and_embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        x = self._encode(texts)
+        return self.proba_from_embeddings(x), self.embed_from_embeddings(x)
+
+    def family_config(self) -> dict[str, Any]:
+        return {
+            "head": self.kind,
+            "encoder": {"model": self.encoder_model, "max_length": self.encoder_max_length},
+            "weights": "head.safetensors",
+        }
+
+    def save_weights(self, directory: Path) -> None:
+        from safetensors.numpy import save_file
+
+        save_file(
+            {k: np.ascontiguousarray(v) for k, v in self.head.items()},
+            str(directory / "head.safetensors"),
+        )
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    from scipy.special import expit
+
+    return expit(z).astype(np.float32)
+
+
+class TfidfLinearClassifier(Classifier):
+    """TF-IDF features + one linear (logistic) model per label."""
+
+    family = "tfidf_linear"
+
+    def __init__(self, vectorizer: Any, coef: np.ndarray, intercept: np.ndarray, **kw):
+        super().__init__(**kw)
+        self.vectorizer = vectorizer
+        self.coef = np.asarray(coef, dtype=np.float32)
+        self.intercept = np.asarray(intercept, dtype=np.float32)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        x = self.vectorizer.transform(list(texts))
+        return _sigmoid(np.asarray(x @ self.coef.T) + self.intercept)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        # The tf-idf rows are already L2-normalized (norm="l2").
+        return self.vectorizer.transform(list(texts)).astype(np.float32).toarray()
+
+    def family_config(self) -> dict[str, Any]:
+        v = self.vectorizer
+        return {
+            "ngram_range": list(v.ngram_range),
+            "lowercase": v.lowercase,
+            "sublinear_tf": v.sublinear_tf,
+            "norm": v.norm,
+            "smooth_idf": v.smooth_idf,
+            "token_pattern": v.token_pattern,
+            "strip_accents": v.strip_accents,
+            "weights": "tfidf.safetensors",
+            "vocabulary": "vocabulary.json",
+        }
+
+    def save_weights(self, directory: Path) -> None:
+        from safetensors.numpy import save_file
+
+        vocab = self.vectorizer.vocabulary_
+        terms = [""] * len(vocab)
+        for term, j in vocab.items():
+            terms[j] = term
+        (directory / "vocabulary.json").write_text(json.dumps(terms, ensure_ascii=False))
+        tensors = {
+            "idf": np.ascontiguousarray(self.vectorizer.idf_, dtype=np.float32),
+            "coef": np.ascontiguousarray(self.coef),
+            "intercept": np.ascontiguousarray(self.intercept),
+        }
+        save_file(tensors, str(directory / "tfidf.safetensors"))
+
+
+def save_classifier(
+    directory: Path | str,
+    classifier: Classifier,
+    *,
+    metrics: dict[str, Any] | None = None,
+    mix: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write a classifier folder atomically (temp folder, then rename) and return its path.
+
+    `metrics`, `mix` and `provenance` are merged over the classifier's `meta` entries of the same
+    name; `meta` also carries `precision`, `attention` and `trust_remote_code`.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    meta = classifier.meta
+    doc = {
+        "format": FORMAT_VERSION,
+        "family": classifier.family,
+        "labels": classifier.labels,
+        "names": classifier.names,
+        "thresholds": [float(t) for t in classifier.thresholds],
+        "precision": meta.get("precision", "fp32"),
+        "attention": meta.get("attention", "eager"),
+        "trust_remote_code": bool(meta.get("trust_remote_code", False)),
+        "mix": {**meta.get("mix", {}), **(mix or {})},
+        "metrics": {**meta.get("metrics", {}), **(metrics or {})},
+        "provenance": {**meta.get("provenance", {}), **(provenance or {})},
+        "family_config": classifier.family_config(),
+    }
+    classifier.save_weights(tmp)
+    (tmp / CLASSIFIER_JSON).write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def read_classifier_json(path: Path | str) -> dict[str, Any]:
+    """The `classifier.json` of a checkpoint folder, checked for the fields every family needs."""
+    file = Path(path) / CLASSIFIER_JSON
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no classifier.json; not a classifier checkpoint")
+    doc = json.loads(file.read_text())
+    missing = [k for k in ("family", "labels", "names", "thresholds") if k not in doc]
+    if missing:
+        raise ValueError(f"{file}: missing fields {missing}")
+    if doc["family"] not in FAMILIES:
+        raise ValueError(f"{file}: family={doc['family']!r}, expected one of {FAMILIES}")
+    return doc
+
+
+def load_classifier(
+    path: Path | str, device: str | None = None, precision: str | None = None
+) -> Classifier:
+    """Load any family's checkpoint from safetensors; no pickle, no remote code unless allowed.
+
+    `precision` overrides the stored one for fine-tuned models (e.g. fp32 for CPU serving).
+    """
+    path = Path(path)
+    doc = read_classifier_json(path)
+    common = {
+        "labels": doc["labels"],
+        "names": doc["names"],
+        "thresholds": doc["thresholds"],
+        "meta": {k: v for k, v in doc.items() if k not in ("labels", "names", "thresholds")},
+    }
+    fc = doc.get("family_config", {})
+    if doc["family"] == "finetune":
+        return _load_finetune(path, doc, fc, device, precision, common)
+    if doc["family"] == "frozen_head":
+        from safetensors.numpy import load_file
+
+        head = load_file(str(path / fc.get("weights", "head.safetensors")))
+        enc = fc["encoder"]
+        return FrozenHeadClassifier(head, enc["model"], int(enc["max_length"]), **common)
+    return _load_tfidf(path, fc, common)
+
+
+def _load_finetune(
+    path: Path,
+    doc: dict[str, Any],
+    fc: dict[str, Any],
+    device: str | None,
+    precision: str | None,
+    common: dict[str, Any],
+) -> FinetuneClassifier:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = path / fc.get("weights", "model")
+    remote = bool(doc.get("trust_remote_code", False))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder,
+        use_safetensors=True,
+        trust_remote_code=remote,
+        dtype=_torch_dtype(precision or doc.get("precision", "fp32")),
+        attn_implementation=usable_attention(doc.get("attention", "eager")),
+    )
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
+    model.to(device or "cpu").eval()
+    return FinetuneClassifier(model, tokenizer, int(fc.get("max_length", 256)), **common)
+
+
+def _load_tfidf(path: Path, fc: dict[str, Any], common: dict[str, Any]) -> TfidfLinearClassifier:
+    from safetensors.numpy import load_file
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    terms = json.loads((path / fc.get("vocabulary", "vocabulary.json")).read_text())
+    tensors = load_file(str(path / fc.get("weights", "tfidf.safetensors")))
+    vec = TfidfVectorizer(
+        vocabulary={t: j for j, t in enumerate(terms)},
+        ngram_range=tuple(fc["ngram_range"]),
+        lowercase=fc["lowercase"],
+        sublinear_tf=fc["sublinear_tf"],
+        norm=fc["norm"],
+        smooth_idf=fc["smooth_idf"],
+        token_pattern=fc["token_pattern"],
+        strip_accents=fc["strip_accents"],
+        dtype=np.float32,
+    )
+    vec.idf_ = tensors["idf"].astype(np.float64)  # sklearn builds its transformer from idf_
+    return TfidfLinearClassifier(vec, tensors["coef"], tensors["intercept"], **common)

@@ -1,0 +1,126 @@
+"""Checkpoint round trips for every family: same probabilities, labels, thresholds and meta."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tasks.checkpoint import (
+    FinetuneClassifier,
+    FrozenHeadClassifier,
+    TfidfLinearClassifier,
+    load_classifier,
+    save_classifier,
+)
+
+TEXTS = [
+    "a wheelchair with a motorized lift",
+    "hearing aid signal processing circuit",
+    "braille display with piezo actuators",
+]
+LABELS = ["A61G", "H04R", "G09B"]
+NAMES = ["transport for patients", "loudspeakers", "educational appliances"]
+
+
+def _common(meta=None):
+    return {"labels": LABELS, "names": NAMES, "thresholds": [0.3, 0.5, 0.7], "meta": meta or {}}
+
+
+def tiny_bert(tmp_path, n_labels=3):
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    words = sorted({w for t in TEXTS for w in t.split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=n_labels,
+        problem_type="multi_label_classification",
+    )
+    import torch
+
+    torch.manual_seed(0)
+    return BertForSequenceClassification(cfg), tok
+
+
+def test_finetune_round_trip(tmp_path):
+    model, tok = tiny_bert(tmp_path)
+    meta = {"precision": "fp32", "attention": "eager", "mix": {"arm": "real_only"}}
+    clf = FinetuneClassifier(model, tok, max_length=32, **_common(meta))
+    p0, e0 = clf.proba_and_embed(TEXTS)
+    out = save_classifier(tmp_path / "ck", clf, metrics={"test_micro_f1": 0.5})
+    assert (out / "model" / "model.safetensors").is_file()
+    assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pkl"))
+    back = load_classifier(out)
+    assert isinstance(back, FinetuneClassifier)
+    np.testing.assert_allclose(back.predict_proba(TEXTS), p0, atol=1e-5)
+    np.testing.assert_allclose(back.embed(TEXTS), e0, atol=1e-5)
+    assert e0.shape == (3, 32) and p0.shape == (3, 3)
+    assert back.labels == LABELS and back.names == NAMES
+    np.testing.assert_allclose(back.thresholds, [0.3, 0.5, 0.7])
+    assert back.meta["mix"] == {"arm": "real_only"}
+    assert back.meta["metrics"]["test_micro_f1"] == 0.5
+    assert back.meta["trust_remote_code"] is False
+
+
+def test_frozen_head_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    head = {
+        "w1": rng.normal(size=(8, 4)),
+        "b1": rng.normal(size=8),
+        "w2": rng.normal(size=(3, 8)),
+        "b2": rng.normal(size=3),
+    }
+    clf = FrozenHeadClassifier(head, "embedded:minilm-l6", 128, **_common())
+    x = rng.normal(size=(5, 4)).astype(np.float32)
+    p = clf.proba_from_embeddings(x)
+    # Hand computation of the MLP head.
+    h = np.maximum(x @ head["w1"].T + head["b1"], 0)
+    expected = 1 / (1 + np.exp(-(h @ head["w2"].T + head["b2"])))
+    np.testing.assert_allclose(p, expected, rtol=1e-5)
+    out = save_classifier(tmp_path / "ck", clf)
+    doc = json.loads((out / "classifier.json").read_text())
+    assert doc["family"] == "frozen_head"
+    assert doc["family_config"]["encoder"] == {"model": "embedded:minilm-l6", "max_length": 128}
+    back = load_classifier(out)
+    assert isinstance(back, FrozenHeadClassifier) and back.kind == "mlp"
+    np.testing.assert_allclose(back.proba_from_embeddings(x), p, rtol=1e-6)
+
+
+def test_tfidf_round_trip(tmp_path):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, dtype=np.float32).fit(TEXTS)
+    rng = np.random.default_rng(1)
+    coef = rng.normal(size=(3, len(vec.vocabulary_)))
+    clf = TfidfLinearClassifier(vec, coef, np.array([0.1, -0.2, 0.3]), **_common())
+    p0 = clf.predict_proba(TEXTS + ["unseen words only"])
+    out = save_classifier(tmp_path / "ck", clf)
+    assert {p.name for p in out.iterdir()} == {
+        "classifier.json",
+        "tfidf.safetensors",
+        "vocabulary.json",
+    }
+    back = load_classifier(out)
+    np.testing.assert_allclose(back.predict_proba(TEXTS + ["unseen words only"]), p0, rtol=1e-5)
+    np.testing.assert_allclose(back.embed(TEXTS), clf.embed(TEXTS), rtol=1e-5)
+    hits = p0[:3] >= np.array([0.3, 0.5, 0.7])
+    assert back.predict(TEXTS) == [[LABELS[j] for j in np.flatnonzero(r)] for r in hits]
+
+
+def test_load_refuses_unknown_family(tmp_path):
+    (tmp_path / "classifier.json").write_text(
+        json.dumps({"family": "pickle", "labels": [], "names": [], "thresholds": []})
+    )
+    with pytest.raises(ValueError, match="family='pickle'"):
+        load_classifier(tmp_path)
+    with pytest.raises(FileNotFoundError, match="classifier.json"):
+        load_classifier(tmp_path / "missing")
