@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from orchestrator.config.base import StrictModel
 
@@ -22,7 +22,9 @@ class EncoderConfig(StrictModel):
 class MmdConfig(StrictModel):
     permutations: int = Field(1000, ge=0, description="Permutations of the MMD test.")
     bandwidth_multipliers: list[float] = Field(
-        [1.0], description="Multiples of the median-heuristic bandwidth summed in the kernel."
+        [1.0],
+        min_length=1,
+        description="Multiples of the median-heuristic bandwidth summed in the kernel.",
     )
     block_size: int = Field(2048, ge=64, description="Rows per kernel block (bounds memory).")
     linear_time_above: int = Field(
@@ -31,6 +33,16 @@ class MmdConfig(StrictModel):
     per_label_min_rows: int = Field(
         10, ge=2, description="Per-label MMD only where both sides have this many rows."
     )
+    per_label_permutations: int = Field(
+        200, ge=0, description="Permutations of each per-label MMD test."
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> MmdConfig:
+        bad = [b for b in self.bandwidth_multipliers if b <= 0]
+        if bad:
+            raise ValueError(f"bandwidth_multipliers: each must be positive, got {bad}")
+        return self
 
 
 class FidelityConfig(StrictModel):
@@ -40,4 +52,13 @@ class FidelityConfig(StrictModel):
     knn_k: int = Field(5, ge=1, description="k of the precision/recall/density/coverage measures.")
     copy_ngram: int = Field(8, ge=3, description="n of the n-gram copy rate.")
     keywords_per_label: int = Field(10, ge=1, description="Top real keywords audited per label.")
+    near_duplicate_threshold: float = Field(
+        0.8, gt=0, le=1, description="MinHash Jaccard at which two synthetic rows are near copies."
+    )
+    near_copy_similarity: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="Cosine similarity to a real patent at which a synthetic row counts as a copy.",
+    )
     seed: int = Field(0, description="Seed of permutations and subsampling.")
