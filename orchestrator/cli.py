@@ -67,6 +67,12 @@ def prepare(config: ConfigArg, overrides: Overrides = None, force: Force = False
 
 
 @app.command()
+def fidelity(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+    """Score every synthetic corpus: MMD with a p-value, Frechet, PRDC, diversity, leakage."""
+    _run(_load(config, overrides), ["fidelity"], force)
+
+
+@app.command()
 def run(
     config: ConfigArg,
     overrides: Overrides = None,
