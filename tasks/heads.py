@@ -1,0 +1,132 @@
+"""The two cheap families: a head on frozen sentence embeddings, and TF-IDF + linear models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tasks.checkpoint import FrozenHeadClassifier, TfidfLinearClassifier
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    head: str = "linear"  # linear | mlp
+    hidden: int = 256
+    epochs: int = 60
+    learning_rate: float = 3e-3
+    batch_size: int = 32
+    weight_decay: float = 1e-4
+
+
+def train_frozen_head(
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: HeadConfig,
+    loss: str,
+    seed: int,
+    shuffle: bool = True,
+    threads: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Train a linear or MLP head on embeddings `x` (n, d) for labels `y` (n, L).
+
+    `shuffle=False` keeps the row order of the mix in every epoch (curriculum orderings).
+    Returns the head's weights as float32 numpy arrays (see `FrozenHeadClassifier`).
+    """
+    import torch
+
+    from tasks.losses import build_loss
+
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    d, n_labels = x.shape[1], y.shape[1]
+    if cfg.head == "linear":
+        net = torch.nn.Linear(d, n_labels)
+    elif cfg.head == "mlp":
+        net = torch.nn.Sequential(
+            torch.nn.Linear(d, cfg.hidden), torch.nn.ReLU(), torch.nn.Linear(cfg.hidden, n_labels)
+        )
+    else:
+        raise ValueError(f"head={cfg.head!r}; expected 'linear' or 'mlp'")
+    loss_fn = build_loss(loss, y)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(xt), generator=gen) if shuffle else torch.arange(len(xt))
+        for start in range(0, len(xt), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(xt[idx]), yt[idx]).backward()
+            opt.step()
+    state = {k: v.detach().numpy().astype(np.float32) for k, v in net.state_dict().items()}
+    if cfg.head == "linear":
+        return {"w": state["weight"], "b": state["bias"]}
+    return {
+        "w1": state["0.weight"],
+        "b1": state["0.bias"],
+        "w2": state["2.weight"],
+        "b2": state["2.bias"],
+    }
+
+
+def frozen_head_classifier(
+    head: dict[str, np.ndarray], encoder_model: str, encoder_max_length: int, **common: Any
+) -> FrozenHeadClassifier:
+    return FrozenHeadClassifier(head, encoder_model, encoder_max_length, **common)
+
+
+@dataclass(frozen=True)
+class TfidfConfig:
+    ngram_max: int = 2
+    C: float = 10.0
+    max_features: int | None = 50000
+    min_df: int = 1
+
+
+#: Logit given to a label the training mix never shows (or always shows): no model can be fit.
+CONSTANT_LOGIT = 8.0
+
+
+def train_tfidf_linear(
+    texts: list[str], y: np.ndarray, cfg: TfidfConfig, loss: str, seed: int, **common: Any
+) -> TfidfLinearClassifier:
+    """TF-IDF (word 1..ngram_max grams) + one logistic regression per label.
+
+    `loss=weighted_bce` uses balanced class weights; plain `bce` none. Focal and asymmetric
+    losses have no linear-model counterpart here and are refused.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    if loss not in ("bce", "weighted_bce"):
+        raise ValueError(f"family tfidf_linear supports loss bce or weighted_bce, not {loss!r}")
+    vec = TfidfVectorizer(
+        ngram_range=(1, cfg.ngram_max),
+        sublinear_tf=True,
+        min_df=cfg.min_df,
+        max_features=cfg.max_features,
+        dtype=np.float32,
+    )
+    xs = vec.fit_transform(texts)
+    n_labels = y.shape[1]
+    coef = np.zeros((n_labels, xs.shape[1]), dtype=np.float32)
+    intercept = np.zeros(n_labels, dtype=np.float32)
+    for j in range(n_labels):
+        col = y[:, j]
+        if col.min() == col.max():  # one class only: a constant prediction
+            intercept[j] = CONSTANT_LOGIT if col[0] > 0 else -CONSTANT_LOGIT
+            continue
+        lr = LogisticRegression(
+            C=cfg.C,
+            solver="liblinear",
+            class_weight="balanced" if loss == "weighted_bce" else None,
+            random_state=seed,
+        )
+        lr.fit(xs, col.astype(int))
+        coef[j] = lr.coef_[0]
+        intercept[j] = lr.intercept_[0]
+    return TfidfLinearClassifier(vec, coef, intercept, **common)
