@@ -61,6 +61,15 @@ def validate(config: ConfigArg, overrides: Overrides = None) -> None:
 
 
 @app.command()
+def plan(config: ConfigArg, overrides: Overrides = None) -> None:
+    """Generation rows, trials and GPU-hours of a study, before anything runs."""
+    from orchestrator.plan import plan_study, print_plan
+
+    cfg = _load(config, overrides)
+    print_plan(cfg, plan_study(cfg))
+
+
+@app.command()
 def prepare(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
     """Load, validate and split the real patents; draw the low-resource regimes."""
     _run(_load(config, overrides), ["prepare"], force)

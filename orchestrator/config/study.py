@@ -10,6 +10,7 @@ from orchestrator.config.base import StrictModel
 from orchestrator.config.data import DataConfig
 from orchestrator.config.fidelity import FidelityConfig
 from orchestrator.config.generation import GenerationConfig
+from orchestrator.config.plan import PlanConfig
 from orchestrator.config.report import ReportConfig
 from orchestrator.config.resources import ResourcesConfig
 from orchestrator.config.serve import ServeConfig
@@ -25,6 +26,7 @@ class StudyConfig(StrictModel):
     report: ReportConfig | None = Field(None, description="The report stage.")
     serve: ServeConfig = ServeConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    plan: PlanConfig = PlanConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> StudyConfig:
@@ -39,4 +41,16 @@ class StudyConfig(StrictModel):
                     raise ValueError(
                         f"{section}.regimes names {unknown}, not in data.regimes {sorted(known)}"
                     )
+        self._check_plan_names()
         return self
+
+    def _check_plan_names(self) -> None:
+        gens = {g.name for g in self.generation.generators} if self.generation else set()
+        fams = {f.name for f in self.trials.families} if self.trials else set()
+        for field, known in (
+            ("generation_gpu_seconds_per_row", gens),
+            ("trial_gpu_seconds", fams),
+        ):
+            unknown = sorted(set(getattr(self.plan, field)) - known)
+            if unknown:
+                raise ValueError(f"plan.{field} names {unknown}, not among {sorted(known)}")

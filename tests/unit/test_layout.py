@@ -23,5 +23,14 @@ def test_tasks_never_import_ray():
 
 
 def test_required_top_level_exists():
-    for name in ("orchestrator", "tasks", "serve", "configs", "tests", "pyproject.toml"):
+    required = (
+        "orchestrator",
+        "tasks",
+        "serve",
+        "configs",
+        "tests",
+        "pyproject.toml",
+        "cluster.yaml",
+    )
+    for name in required:
         assert (REPO / name).exists(), name

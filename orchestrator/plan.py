@@ -1,0 +1,155 @@
+"""`synthpat plan`: what a study will run and what it will cost, before anything runs.
+
+Counts come from the same code that the stages run: the generation volumes from the regimes and
+ratios, the trial count from the trials stage's own grid expansion, so a plan never disagrees
+with the run. GPU-hours come from the per-item costs in the config's `plan` section.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from orchestrator.config import StudyConfig
+
+
+@dataclass
+class GenerationLine:
+    generator: str
+    corpora: int
+    rows: int
+    output_tokens: int
+    gpu_hours: float
+
+
+@dataclass
+class TrialLine:
+    family: str
+    trials: int
+    gpu_hours: float
+
+
+@dataclass
+class Plan:
+    generation: list[GenerationLine] = field(default_factory=list)
+    trials: list[TrialLine] = field(default_factory=list)
+    trial_status: dict[str, int] = field(default_factory=dict)
+    fidelity_rows: int = 0
+    fidelity_gpu_hours: float = 0.0
+    gpu_hour_usd: float | None = None
+
+    @property
+    def generation_rows(self) -> int:
+        return sum(g.rows for g in self.generation)
+
+    @property
+    def trial_count(self) -> int:
+        return sum(t.trials for t in self.trials)
+
+    @property
+    def gpu_hours(self) -> float:
+        gen = sum(g.gpu_hours for g in self.generation)
+        return gen + self.fidelity_gpu_hours + sum(t.gpu_hours for t in self.trials)
+
+    @property
+    def cost_usd(self) -> float | None:
+        return None if self.gpu_hour_usd is None else self.gpu_hours * self.gpu_hour_usd
+
+
+def regime_sizes(cfg: StudyConfig) -> dict[str, int]:
+    return {r.name: r.size for r in cfg.data.regimes}
+
+
+def generation_rows_per_corpus(cfg: StudyConfig) -> dict[str, int]:
+    """Rows generated per corpus of each regime: the largest ratio times the regime's size.
+
+    Smaller ratios are nested slices of the same rows, so they add nothing.
+    """
+    gen = cfg.generation
+    if gen is None or not gen.enabled:
+        return {}
+    sizes = regime_sizes(cfg)
+    top = max(gen.ratios)
+    return {name: int(round(top * sizes[name])) for name in (gen.regimes or list(sizes))}
+
+
+def plan_study(cfg: StudyConfig) -> Plan:
+    """The plan of a whole study from its config alone."""
+    plan = Plan(gpu_hour_usd=cfg.plan.gpu_hour_usd)
+    costs = cfg.plan
+    per_corpus = generation_rows_per_corpus(cfg)
+    if per_corpus:
+        gen = cfg.generation
+        assert gen is not None
+        kinds = len(gen.strategies) * len(gen.variants)
+        for g in gen.generators:
+            rows = sum(per_corpus.values()) * kinds
+            sec = costs.generation_gpu_seconds_per_row.get(
+                g.name, costs.default_generation_gpu_seconds_per_row
+            )
+            plan.generation.append(
+                GenerationLine(
+                    generator=g.name,
+                    corpora=len(per_corpus) * kinds,
+                    rows=rows,
+                    output_tokens=rows * g.max_tokens,
+                    gpu_hours=rows * sec / 3600,
+                )
+            )
+    if cfg.fidelity is not None and cfg.fidelity.enabled and plan.generation:
+        plan.fidelity_rows = plan.generation_rows
+        plan.fidelity_gpu_hours = (
+            plan.fidelity_rows / 1000 * costs.fidelity_gpu_seconds_per_1k_rows / 3600
+        )
+    if cfg.trials is not None and cfg.trials.enabled:
+        from orchestrator.trials import expand_grid
+
+        cells = expand_grid(cfg)
+        plan.trial_status = dict(Counter(c.status for c in cells))
+        runnable = Counter(c.family for c in cells if c.status != "skipped")
+        for fam in cfg.trials.families:
+            n = runnable.get(fam.name, 0)
+            sec = costs.trial_gpu_seconds.get(fam.name, costs.default_trial_gpu_seconds)
+            plan.trials.append(TrialLine(family=fam.name, trials=n, gpu_hours=n * sec / 3600))
+    return plan
+
+
+def print_plan(cfg: StudyConfig, plan: Plan) -> None:
+    """The plan as rich tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    if plan.generation:
+        t = Table(title=f"{cfg.study}: generation")
+        for col in ("generator", "corpora", "rows", "output tokens (max)", "GPU-hours"):
+            t.add_column(col, justify="right" if col != "generator" else "left")
+        for g in plan.generation:
+            t.add_row(
+                g.generator,
+                str(g.corpora),
+                f"{g.rows:,}",
+                f"{g.output_tokens:,}",
+                f"{g.gpu_hours:.1f}",
+            )
+        con.print(t)
+    if plan.fidelity_rows:
+        con.print(
+            f"fidelity: {plan.fidelity_rows:,} synthetic rows to embed, "
+            f"{plan.fidelity_gpu_hours:.2f} GPU-hours"
+        )
+    if plan.trials:
+        t = Table(title=f"{cfg.study}: trials")
+        for col in ("family", "trials", "GPU-hours"):
+            t.add_column(col, justify="right" if col != "family" else "left")
+        for line in plan.trials:
+            t.add_row(line.family, f"{line.trials:,}", f"{line.gpu_hours:.1f}")
+        con.print(t)
+        skipped = plan.trial_status.get("skipped", 0)
+        if skipped:
+            con.print(f"trials skipped by validation (recorded with their reason): {skipped:,}")
+    total = f"total: {plan.generation_rows:,} generation rows, {plan.trial_count:,} trials, "
+    total += f"{plan.gpu_hours:,.1f} GPU-hours"
+    if plan.cost_usd is not None:
+        total += f", about ${plan.cost_usd:,.0f} at ${plan.gpu_hour_usd}/GPU-hour"
+    con.print(total)

@@ -1,0 +1,85 @@
+"""`synthpat plan`: counts and GPU-hours against a hand count on a small config."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.config import load_config
+from orchestrator.plan import plan_study
+
+REPO = Path(__file__).resolve().parents[2]
+
+SMALL = {
+    "study": "plan",
+    "data": {
+        "source": {"path": "data.jsonl"},
+        "regimes": [{"name": "r40", "size": 40}, {"name": "r100", "size": 100}],
+    },
+    "generation": {
+        "generators": [
+            {"kind": "vllm", "name": "a", "model": "embedded:smollm2-135m", "max_tokens": 100},
+            {"kind": "vllm", "name": "b", "model": "embedded:smollm2-135m", "max_tokens": 200},
+        ],
+        "strategies": ["synthesis", "paraphrase"],
+        "variants": ["plain", "label_name_masking"],
+        "ratios": [1, 2.5],
+    },
+    "fidelity": {},
+    "plan": {
+        "generation_gpu_seconds_per_row": {"a": 0.5},
+        "default_generation_gpu_seconds_per_row": 2.0,
+        "fidelity_gpu_seconds_per_1k_rows": 36,
+        "gpu_hour_usd": 2.0,
+    },
+}
+
+
+def _cfg(tmp_path: Path, tree: dict):
+    p = tmp_path / "study.yaml"
+    p.write_text(yaml.safe_dump(tree))
+    return load_config(p), p
+
+
+def test_generation_rows_and_gpu_hours_match_a_hand_count(tmp_path):
+    cfg, _ = _cfg(tmp_path, SMALL)
+    plan = plan_study(cfg)
+    # Largest ratio only (smaller ones are nested slices): 2.5*40 + 2.5*100 = 350 rows per
+    # (strategy, variant); 4 of those per generator.
+    by_gen = {g.generator: g for g in plan.generation}
+    assert by_gen["a"].rows == by_gen["b"].rows == 1400
+    assert by_gen["a"].corpora == 8
+    assert by_gen["a"].output_tokens == 140_000 and by_gen["b"].output_tokens == 280_000
+    assert by_gen["a"].gpu_hours == pytest.approx(1400 * 0.5 / 3600)
+    assert by_gen["b"].gpu_hours == pytest.approx(1400 * 2.0 / 3600)  # the default cost
+    assert plan.fidelity_rows == 2800
+    assert plan.fidelity_gpu_hours == pytest.approx(2.8 * 36 / 3600)
+    total = (700 + 2800 + 2.8 * 36) / 3600
+    assert plan.gpu_hours == pytest.approx(total)
+    assert plan.cost_usd == pytest.approx(2 * total)
+
+
+def test_generation_restricted_to_named_regimes(tmp_path):
+    tree = yaml.safe_load(yaml.safe_dump(SMALL))
+    tree["generation"]["regimes"] = ["r40"]
+    cfg, _ = _cfg(tmp_path, tree)
+    assert {g.rows for g in plan_study(cfg).generation} == {100 * 4}
+
+
+def test_cost_names_must_be_known_generators(tmp_path):
+    from orchestrator.config import ConfigError
+
+    tree = yaml.safe_load(yaml.safe_dump(SMALL))
+    tree["plan"]["generation_gpu_seconds_per_row"] = {"phi": 1.0}
+    with pytest.raises(ConfigError, match=r"plan.*generation_gpu_seconds_per_row.*phi"):
+        _cfg(tmp_path, tree)
+
+
+def test_plan_command_prints_totals(tmp_path):
+    _, path = _cfg(tmp_path, SMALL)
+    res = CliRunner().invoke(app, ["plan", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "2,800 generation rows" in res.output
+    assert "about $" in res.output
