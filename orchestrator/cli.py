@@ -103,12 +103,20 @@ def submit(
         str, typer.Option(help="Ray Jobs address, e.g. http://127.0.0.1:8265.")
     ] = "http://127.0.0.1:8265",
     wait: Annotated[bool, typer.Option(help="Wait for the job to finish.")] = False,
+    runs_dir: Annotated[
+        str, typer.Option(help="Where runs/<study> goes on the cluster's head node.")
+    ] = "~/synthpat/runs",
 ) -> None:
     """Submit `synthpat run CONFIG` as a Ray job, shipping this project as its working dir."""
-    from orchestrator.jobs import submit_study
+    from orchestrator.jobs import cluster_overrides, submit_study
 
-    _load(config, overrides)  # fail here, not on the cluster, on a bad config
-    job_id, status = submit_study(address, config, overrides or [], Path.cwd(), wait=wait)
+    cfg = _load(config, overrides)  # fail here, not on the cluster, on a bad config
+    extra, notes = cluster_overrides(cfg, overrides or [], Path.cwd(), runs_dir)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    job_id, status = submit_study(
+        address, config, [*(overrides or []), *extra], Path.cwd(), wait=wait
+    )
     typer.echo(f"job {job_id}: {status}")
     if wait and status != "SUCCEEDED":
         raise typer.Exit(1)

@@ -5,9 +5,43 @@ from __future__ import annotations
 import shlex
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.config import StudyConfig
 
 # Never ship these to the cluster: environments, results, caches.
 EXCLUDES = [".venv", "runs", ".git", "**/__pycache__", ".pytest_cache", ".ruff_cache", "bench/out"]
+
+
+#: Where a submitted study writes runs/<study> on the cluster's head node: a persistent folder, not
+#: the job's temporary copy of the working dir (which Ray deletes when the job ends).
+DEFAULT_CLUSTER_RUNS_DIR = "~/synthpat/runs"
+
+
+def cluster_overrides(
+    cfg: StudyConfig, overrides: list[str], project_dir: Path, runs_dir: str
+) -> tuple[list[str], list[str]]:
+    """Overrides that make a config mean the same on the cluster; and notes for the user.
+
+    Paths inside the project travel with the working dir. A data path outside it does not: it is
+    passed as an absolute path, which must exist on the cluster (true on a local cluster; on a
+    cloud cluster put the data inside the project or on shared storage).
+    """
+    given = {o.split("=", 1)[0].strip() for o in overrides}
+    extra: list[str] = []
+    notes: list[str] = []
+    if "resources.runs_dir" not in given:
+        extra.append(f"resources.runs_dir={runs_dir}")
+        notes.append(f"runs go to {runs_dir}/{cfg.study} on the cluster's head node")
+    src = cfg.data.source.path.resolve()
+    if "data.source.path" not in given and not src.is_relative_to(project_dir.resolve()):
+        extra.append(f"data.source.path={src}")
+        notes.append(
+            f"data.source.path {src} is outside the project folder and is not shipped: "
+            "it must exist at that path on the cluster"
+        )
+    return extra, notes
 
 
 def build_entrypoint(config: str, overrides: list[str]) -> str:

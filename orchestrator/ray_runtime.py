@@ -30,7 +30,10 @@ def ensure_ray(resources: ResourcesConfig | None = None) -> None:
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
     else:
+        # "local": never join a cluster that `ray start` left on this machine (ray.init() with
+        # no address would, through /tmp/ray/ray_current_cluster, and then refuse num_cpus).
         ray.init(
+            address="local",
             num_cpus=resources.num_cpus,
             include_dashboard=False,
             runtime_env=env,
