@@ -1,0 +1,274 @@
+"""Post-generation cleaning and filters for synthetic rows.
+
+`clean_text` strips what chat models wrap around an answer. `filter_corpus` runs the filters in a
+fixed order (failed, empty, truncated, too_short, too_long, exact_duplicate, near_duplicate,
+leakage); each removed row lands in a side table with the filter's name and a reason, and the
+counts say how many each filter removed. Among duplicates the row with the lowest `volume_rank`
+stays, so a smaller (nested) volume never loses a row to one that only a larger volume holds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tasks.fidelity.diversity import ngrams, words
+
+FILTERS = (
+    "failed",
+    "empty",
+    "truncated",
+    "too_short",
+    "too_long",
+    "exact_duplicate",
+    "near_duplicate",
+    "leakage",
+)
+NEAR_DUP_SHINGLE = 3  # word 3-grams: short abstracts still give ~100 shingles
+NEAR_DUP_NUM_PERM = 128
+
+# <|im_end|>, <|eot_id|>, <end_of_turn>, </s>, [INST] ...: special tokens of common chat templates.
+_SPECIAL = re.compile(
+    r"<\|[^|>]{1,40}\|>(?:\s*(?:system|user|assistant)\b)?"
+    r"|</?s>|<(?:start|end)_of_turn>(?:\s*(?:user|model)\b)?|\[/?INST\]",
+    re.IGNORECASE,
+)
+_ROLE = re.compile(r"^\s*(?:assistant|user|system|model|response)\s*:\s*", re.IGNORECASE | re.M)
+_LEAD_TAG = re.compile(r"^\s*(?:abstract|description|patent abstract)\s*:\s*", re.IGNORECASE)
+_LEAD_TAG_LINE = re.compile(r"^\s*(?:abstract|description|patent abstract)\s*:?\s*$", re.I)
+_PREAMBLE = re.compile(
+    r"^\s*(?:sure|certainly|of course|absolutely|okay|ok|great|here(?:'s| is| are))\b",
+    re.IGNORECASE,
+)
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s*", re.M)
+# A first line that is a markdown heading or "Title: ..." is a title; the prompt asked for none.
+_TITLE_LINE = re.compile(r"^\s{0,3}(?:#{1,6}\s|title\s*:)", re.IGNORECASE)
+_EMPHASIS = re.compile(r"(\*\*|__)(.+?)\1|(?<![\w*])\*(?!\s)([^*\n]+?)(?<!\s)\*(?![\w*])", re.S)
+_QUOTES = [('"', '"'), ("'", "'"), ("\u201c", "\u201d"), ("\u2018", "\u2019"), ("`", "`")]
+_SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*$")
+_PREAMBLE_MAX_WORDS = 25  # a longer first sentence is content, not "Sure, here is ..."
+
+
+def _drop_preamble(text: str) -> str:
+    """Drop a leading "Sure! Here is an abstract:" line or clause."""
+    if not _PREAMBLE.match(text):
+        return text
+    first, _, rest = text.partition("\n")
+    if rest.strip() and len(first.split()) <= _PREAMBLE_MAX_WORDS:
+        return rest
+    head, colon, tail = text.partition(":")
+    if colon and len(head.split()) <= _PREAMBLE_MAX_WORDS:
+        return tail
+    return text
+
+
+def _strip_quotes(text: str) -> str:
+    for left, right in _QUOTES:
+        if len(text) >= 2 and text.startswith(left) and text.endswith(right):
+            inner = text[len(left) : -len(right)]
+            if left not in inner and right not in inner:  # a real wrapper, not two quotations
+                return inner.strip()
+    return text
+
+
+def clean_text(raw: str) -> str:
+    """Strip chat artefacts: special tokens, role tags, "Sure, here is" preambles, markdown
+    headings and emphasis, surrounding quotes; collapse whitespace."""
+    if raw is None:
+        return ""
+    text = _SPECIAL.sub("\n", str(raw))
+    text = _ROLE.sub("", text).strip()
+    first, _, rest = text.partition("\n")
+    if rest.strip() and _TITLE_LINE.match(first):
+        text = rest
+    text = _HEADING.sub("", text)
+    text = _EMPHASIS.sub(lambda m: m.group(2) or m.group(3) or "", text)
+    text = text.strip()
+    for _ in range(3):  # "Sure!\n**Abstract:**\n..." peels in a few rounds
+        before = text
+        text = _drop_preamble(text).strip()
+        lines = text.split("\n", 1)
+        if len(lines) == 2 and _LEAD_TAG_LINE.match(lines[0]):
+            text = lines[1].strip()
+        text = _LEAD_TAG.sub("", text).strip()
+        if text == before:
+            break
+    text = re.sub(r"\s+", " ", text).strip()
+    return _strip_quotes(text)
+
+
+@dataclass
+class FilterResult:
+    """Rows kept, rows removed (with `filter` and `reason`), and removed counts per filter."""
+
+    kept: pd.DataFrame
+    removed: pd.DataFrame
+    counts: dict[str, int]
+
+
+def _spec(spec: object, name: str) -> float:
+    try:
+        return getattr(spec, name)
+    except AttributeError:
+        raise ValueError(f"filter spec {type(spec).__name__} lacks field {name!r}") from None
+
+
+def _failed(df: pd.DataFrame) -> dict[int, str]:
+    err = df["error"] if "error" in df.columns else pd.Series([None] * len(df), index=df.index)
+    out = {}
+    for i, status, e in zip(df.index, df["status"], err, strict=True):
+        if status != "ok":
+            out[i] = f"status={status}" + (f": {e}" if isinstance(e, str) and e else "")
+    return out
+
+
+def _truncated(df: pd.DataFrame) -> dict[int, str]:
+    # Without finish_reason a missing full stop cannot be told from a cut-off, so nothing goes.
+    if "finish_reason" not in df.columns:
+        return {}
+    out = {}
+    for i, text, reason in zip(df.index, df["text"], df["finish_reason"], strict=True):
+        if reason == "length" and not _SENTENCE_END.search(text.rstrip()):
+            tail = " ".join(text.split()[-4:])
+            out[i] = f"hit the token limit mid-sentence (ends {tail!r})"
+    return out
+
+
+def _exact_duplicates(df: pd.DataFrame) -> dict[int, str]:
+    first: dict[str, str] = {}
+    out = {}
+    for i, row_id, text in zip(df.index, df["id"], df["text"], strict=True):
+        key = " ".join(words(text))
+        if key in first:
+            out[i] = f"same normalized text as {first[key]}"
+        else:
+            first[key] = row_id
+    return out
+
+
+def _shingles(text: str) -> set[bytes]:
+    toks = words(text)
+    if len(toks) < NEAR_DUP_SHINGLE:
+        return {" ".join(toks).encode()}
+    return {" ".join(g).encode() for g in ngrams(toks, NEAR_DUP_SHINGLE)}
+
+
+def _near_duplicates(df: pd.DataFrame, threshold: float) -> dict[int, str]:
+    """Rows whose shingle Jaccard with an earlier kept row reaches `threshold`.
+
+    MinHash LSH (datasketch) proposes candidates; each is confirmed on the exact shingle sets,
+    so the answer does not depend on MinHash estimation noise above the LSH recall.
+    """
+    from datasketch import MinHash, MinHashLSH
+
+    if len(df) < 2:
+        return {}
+    shingles = [_shingles(t) for t in df["text"]]
+    hashes = MinHash.bulk(shingles, num_perm=NEAR_DUP_NUM_PERM, seed=1)
+    lsh = MinHashLSH(threshold=threshold, num_perm=NEAR_DUP_NUM_PERM)
+    ids = df["id"].tolist()
+    out = {}
+    for pos, (i, mh) in enumerate(zip(df.index, hashes, strict=True)):
+        best, best_j = 0.0, None
+        for j in sorted(lsh.query(mh)):  # sorted: ties go to the lowest volume_rank
+            a, b = shingles[pos], shingles[j]
+            jac = len(a & b) / len(a | b)
+            if jac > best:
+                best, best_j = jac, j
+        if best_j is not None and best >= threshold:
+            out[i] = f"Jaccard {best:.2f} >= {threshold:g} with {ids[best_j]}"
+        else:
+            lsh.insert(pos, mh)
+    return out
+
+
+def _leakage(df: pd.DataFrame, heldout: pd.DataFrame, n: int, threshold: float) -> dict[int, str]:
+    """Rows with a share >= threshold of their word n-grams inside one held-out patent.
+
+    An inverted index n-gram -> held-out docs makes this O(total n-grams) instead of comparing
+    every row with every held-out text.
+    """
+    index: dict[tuple[str, ...], list[int]] = {}
+    for d, text in enumerate(heldout["text"].astype(str)):
+        for g in set(ngrams(words(text), n)):
+            index.setdefault(g, []).append(d)
+    if not index:
+        return {}
+    held_ids = heldout["id"].astype(str).tolist()
+    out = {}
+    for i, text in zip(df.index, df["text"], strict=True):
+        grams = set(ngrams(words(text), n))
+        if not grams:
+            continue
+        hits = Counter(d for g in grams for d in index.get(g, ()))
+        if not hits:
+            continue
+        doc, count = min(hits.items(), key=lambda kv: (-kv[1], kv[0]))
+        share = count / len(grams)
+        if share >= threshold:
+            out[i] = (
+                f"{count}/{len(grams)} {n}-grams ({share:.0%} >= {threshold:.0%}) "
+                f"found in held-out {held_ids[doc]}"
+            )
+    return out
+
+
+def filter_corpus(rows: pd.DataFrame, spec: object, heldout: pd.DataFrame) -> FilterResult:
+    """Run the filters in order on generated rows; deterministic in the inputs.
+
+    `rows` needs `id, text, volume_rank, status` (`finish_reason` and `error` are used when
+    present); `spec` any object with `min_words, max_words, near_duplicate_threshold,
+    leakage_ngram, leakage_threshold`; `heldout` the val+test patents (`id, text`).
+    """
+    missing = {"id", "text", "volume_rank", "status"} - set(rows.columns)
+    if missing:
+        raise ValueError(f"generated rows lack columns {sorted(missing)}")
+    if not {"id", "text"} <= set(heldout.columns):
+        raise ValueError(f"heldout lacks columns {sorted({'id', 'text'} - set(heldout.columns))}")
+    min_words, max_words = int(_spec(spec, "min_words")), int(_spec(spec, "max_words"))
+    near_t = float(_spec(spec, "near_duplicate_threshold"))
+    leak_n, leak_t = int(_spec(spec, "leakage_ngram")), float(_spec(spec, "leakage_threshold"))
+
+    # Lowest volume_rank first: duplicates keep the row a smaller volume already holds.
+    df = rows.sort_values(["volume_rank", "id"], kind="stable").reset_index(drop=True)
+    df["text"] = df["text"].where(df["text"].notna(), "").astype(str)
+    n_words = pd.Series([len(t.split()) for t in df["text"]], index=df.index)
+    steps = {
+        "failed": _failed,
+        "empty": lambda d: {i: "empty text" for i, t in d["text"].items() if not t.strip()},
+        "truncated": _truncated,
+        "too_short": lambda d: {
+            i: f"{n_words[i]} words < min {min_words}" for i in d.index if n_words[i] < min_words
+        },
+        "too_long": lambda d: {
+            i: f"{n_words[i]} words > max {max_words}" for i in d.index if n_words[i] > max_words
+        },
+        "exact_duplicate": _exact_duplicates,
+        "near_duplicate": lambda d: _near_duplicates(d, near_t),
+        "leakage": lambda d: _leakage(d, heldout, leak_n, leak_t),
+    }
+    alive = np.ones(len(df), dtype=bool)
+    removed_parts, counts = [], {}
+    for name in FILTERS:
+        current = df[alive]
+        hits = steps[name](current) if len(current) else {}
+        counts[name] = len(hits)
+        if hits:
+            idx = sorted(hits)
+            part = df.loc[idx].copy()
+            part["filter"] = name
+            part["reason"] = [hits[i] for i in idx]
+            removed_parts.append(part)
+            alive[idx] = False
+    columns = list(rows.columns)
+    kept = df.loc[alive, columns].reset_index(drop=True)
+    if removed_parts:
+        removed = pd.concat(removed_parts, ignore_index=True)
+    else:
+        removed = df.iloc[0:0].assign(filter=pd.Series(dtype=str), reason=pd.Series(dtype=str))
+    removed = removed[[*columns, "filter", "reason"]]
+    return FilterResult(kept=kept, removed=removed, counts=counts)
