@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from tasks.fidelity.diversity import ngrams, words
 
 FILTERS = (
     "failed",
@@ -28,6 +27,21 @@ FILTERS = (
     "near_duplicate",
     "leakage",
 )
+# The same word tokens as tasks.fidelity.diversity (so the filter and the leakage audit agree),
+# kept here because importing tasks.fidelity pulls in scipy and scikit-learn.
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens, the unit of every n-gram here."""
+    return _WORD.findall(text.lower())
+
+
+def ngrams(tokens: Sequence[str], n: int) -> Iterator[tuple[str, ...]]:
+    """The word n-grams of a token list, in order."""
+    return zip(*(tokens[i:] for i in range(n)), strict=False)
+
+
 NEAR_DUP_SHINGLE = 3  # word 3-grams: short abstracts still give ~100 shingles
 NEAR_DUP_NUM_PERM = 128
 
