@@ -58,6 +58,11 @@ _PREAMBLE = re.compile(
     r"^\s*(?:sure|certainly|of course|absolutely|okay|ok|great|here(?:'s| is| are))\b",
     re.IGNORECASE,
 )
+# "A patent abstract for the invention is as follows:" on a line of its own. Only lines naming the
+# answer itself: "A system comprising:" opens a real abstract and stays.
+_INTRO_LINE = re.compile(
+    r"^[^\n]*\b(?:abstracts?|description|follows|below|here)\b[^\n]*:\s*$", re.IGNORECASE
+)
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s*", re.M)
 # A first line that is a markdown heading or "Title: ..." is a title; the prompt asked for none.
 _TITLE_LINE = re.compile(r"^\s{0,3}(?:#{1,6}\s|title\s*:)", re.IGNORECASE)
@@ -69,9 +74,11 @@ _PREAMBLE_MAX_WORDS = 25  # a longer first sentence is content, not "Sure, here 
 
 def _drop_preamble(text: str) -> str:
     """Drop a leading "Sure! Here is an abstract:" line or clause."""
+    first, _, rest = text.partition("\n")
+    if rest.strip() and _INTRO_LINE.match(first) and len(first.split()) <= _PREAMBLE_MAX_WORDS:
+        return rest
     if not _PREAMBLE.match(text):
         return text
-    first, _, rest = text.partition("\n")
     if rest.strip() and len(first.split()) <= _PREAMBLE_MAX_WORDS:
         return rest
     head, colon, tail = text.partition(":")
