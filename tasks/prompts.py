@@ -220,17 +220,35 @@ def _apply_floor(
     return plan
 
 
-def _pick_exemplars(
-    target: tuple[str, ...], labels: list[tuple[str, ...]], k: int, rng: np.random.Generator
-) -> list[int]:
-    """k real rows sharing labels with `target`: most shared labels first, ties at random."""
-    if k == 0:
-        return []
-    want = set(target)
-    overlap = np.array([len(want.intersection(labs)) for labs in labels])
-    tie = rng.random(len(labels))
-    order = np.lexsort((tie, -overlap))
-    return [int(i) for i in order[:k] if overlap[i] > 0]
+class _ExemplarPicker:
+    """Picks k real rows sharing labels with a target: most shared labels first, ties at random.
+
+    The label overlap of every real row is one matrix product per distinct target set (targets
+    are real label sets, so there are at most n_real of them), which keeps large plans fast.
+    """
+
+    def __init__(self, labels: list[tuple[str, ...]]):
+        codes = sorted({c for labs in labels for c in labs})
+        self._col = {c: j for j, c in enumerate(codes)}
+        self._hot = np.zeros((len(labels), len(codes)), dtype=np.int32)
+        for i, labs in enumerate(labels):
+            self._hot[i, [self._col[c] for c in labs]] = 1
+        self._overlap: dict[tuple[str, ...], np.ndarray] = {}
+
+    def pick(self, target: tuple[str, ...], k: int, rng: np.random.Generator) -> list[int]:
+        if k == 0:
+            return []
+        overlap = self._overlap.get(target)
+        if overlap is None:
+            want = np.zeros(self._hot.shape[1], dtype=np.int32)
+            want[[self._col[c] for c in target if c in self._col]] = 1
+            overlap = self._overlap[target] = self._hot @ want
+        # Overlaps are integers, so a tie-breaker in [0, 0.5) never reorders them.
+        key = overlap + 0.5 * rng.random(len(overlap))
+        k = min(k, len(key))
+        top = np.argpartition(-key, k - 1)[:k]
+        top = top[np.argsort(-key[top])]
+        return [int(i) for i in top if overlap[i] > 0]
 
 
 def _labels_block(target: Sequence[str], variant: str, label_names: Mapping[str, str]) -> str:
@@ -302,15 +320,14 @@ def plan_prompts(
     if strategy == "synthesis" and rare_label_floor > 0:
         plan = _apply_floor(plan, labels, rare_label_floor, _rng(seed, regime, strategy, "floor"))
 
+    picker = _ExemplarPicker(labels)
     t_hash = template_hash(strategy, variant)
     rows: list[PromptRow] = []
     for rank, src in enumerate(plan):
         row_id = f"{regime}__{strategy}__{variant}__{rank:06d}"
         target = labels[src]
         if strategy == "synthesis":
-            picked = _pick_exemplars(
-                target, labels, exemplars, _rng(seed, regime, strategy, "exemplars", rank)
-            )
+            picked = picker.pick(target, exemplars, _rng(seed, regime, strategy, "exemplars", rank))
             user = _synthesis_user(target, [texts[i] for i in picked], variant, label_names)
             exemplar_ids, source_id = tuple(ids[i] for i in picked), None
         else:

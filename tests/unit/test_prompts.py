@@ -237,9 +237,11 @@ def test_exemplar_texts_truncated():
     real = _real()
     real.loc[0, "text"] = " ".join(f"w{i}" for i in range(300))
     rows = plan_prompts(
-        "r5", real, NAMES, "synthesis", "plain", 5, 1, 0, seed=0, max_exemplar_words=50
+        "r5", real, NAMES, "synthesis", "plain", 5, 2, 0, seed=0, max_exemplar_words=50
     )
-    row = next(r for r in rows if r.exemplar_ids == ("p1",))
+    # Target {A61B}: p1 and p4 share it, and both are shown.
+    row = next(r for r in rows if r.target_labels == ("A61B",))
+    assert set(row.exemplar_ids) == {"p1", "p4"}
     assert "w49 ..." in _user(row)
     assert "w50" not in _user(row)
 
@@ -271,3 +273,15 @@ def test_postprocess_cleans_and_masks_only_for_masking_variant():
     plain = plan_prompts("r5", real, NAMES, "synthesis", "plain", 1, 1, 0, 0)[0]
     assert postprocess(raw, plain, NAMES) == "A gearing unit for surgery."
     assert postprocess(raw, masked, NAMES) == "A [LABEL] unit for [LABEL]."
+
+
+def test_exemplar_ties_vary_across_rows():
+    real = _big_real(n=200)
+    labels = {i: set(x) for i, x in zip(real["id"], real["labels"], strict=True)}
+    rows = plan_prompts("big", real, NAMES, "synthesis", "plain", 400, 3, 1, seed=6)
+    g06f = [r for r in rows if r.target_labels == ("G06F",)]
+    assert len(g06f) > 100
+    assert all(len(r.exemplar_ids) == 3 for r in g06f)
+    assert all("G06F" in labels[e] for r in g06f for e in r.exemplar_ids)
+    # Many real rows carry exactly {G06F}: the seeded tie-break spreads the exemplars over them.
+    assert len({r.exemplar_ids for r in g06f}) > 50
