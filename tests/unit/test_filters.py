@@ -216,3 +216,30 @@ def test_bad_inputs_name_the_missing_field():
         filter_corpus(_rows([("a", "x")]).drop(columns="status"), SPEC, HELDOUT)
     with pytest.raises(ValueError, match="lacks field 'near_duplicate_threshold'"):
         filter_corpus(_rows([("a", "x")]), SimpleNamespace(min_words=1, max_words=9), HELDOUT)
+
+
+def test_planted_duplicates_and_leaks_found_among_many_rows():
+    held = pd.DataFrame(
+        {"id": [f"h{i}" for i in range(300)], "text": [_text(5000 + i, 60) for i in range(300)]}
+    )
+    items = [(f"r{i:04d}", _text(i, 55)) for i in range(1000)]
+    near_ids, leak_ids = [], []
+    for k in range(20):
+        # Rows 900..919 repeat rows 100..119 with the last word changed (Jaccard 76/78 = 0.97).
+        src = _words(100 + k, 55)
+        items[900 + k] = (items[900 + k][0], " ".join([*src[:-1], "changed"]) + ".")
+        near_ids.append(items[900 + k][0])
+        # Rows 950..969 copy 40 words of one held-out patent and add 15 of their own.
+        copied = held.loc[10 * k, "text"].split()[:40]
+        items[950 + k] = (items[950 + k][0], " ".join(copied + _words(7000 + k, 15)) + ".")
+        leak_ids.append(items[950 + k][0])
+    res = filter_corpus(_rows(items), SPEC, held)
+    removed = res.removed.set_index("id")
+    assert res.counts["near_duplicate"] == 20
+    assert res.counts["leakage"] == 20
+    assert sorted(removed.index[removed["filter"] == "near_duplicate"]) == near_ids
+    assert sorted(removed.index[removed["filter"] == "leakage"]) == leak_ids
+    # 55 words -> 48 8-grams, 33 of them inside the first 40 words copied from h{10k}.
+    assert removed.loc["r0953", "reason"] == "33/48 8-grams (69% >= 20%) found in held-out h30"
+    assert removed.loc["r0900", "reason"].endswith("with r0100")
+    assert len(res.kept) == 960
