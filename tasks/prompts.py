@@ -39,19 +39,24 @@ _PARA_TASK = (
     "description of 80 to 200 words. Keep the technical content; do not copy sentences."
 )
 _PARA_CLOSE = "Plain text, 80 to 200 words, no title, no preamble."
+_CLASSES = "classified under these patent classes:\n{labels}"
+_SAME_FIELD = "in the same technical field as the examples below."
 _SUBJECTS = {
-    ("synthesis", "plain"): "classified under these patent classes:\n{labels}",
-    ("synthesis", "label_name_masking"): "classified under these patent classes:\n{labels}",
-    (
-        "synthesis",
-        "instruction_label_removal",
-    ): "in the same technical field as the examples below.",
+    ("synthesis", "plain"): _CLASSES,
+    ("synthesis", "label_name_masking"): _CLASSES,
+    ("synthesis", "instruction_label_removal"): _SAME_FIELD,
     ("paraphrase", "plain"): "Patent classes:\n{labels}",
     ("paraphrase", "label_name_masking"): "Patent classes:\n{labels}",
     ("paraphrase", "instruction_label_removal"): "",
 }
 _LABEL_LINE = {"plain": "- {code}: {name}", "label_name_masking": "- {code}"}
 _EXEMPLARS = "Examples of real patent abstracts{which}:\n{exemplars}"
+_WHICH = {
+    "plain": " with these classes",
+    "label_name_masking": " with these classes",
+    "instruction_label_removal": "",
+}
+MASK = "[LABEL]"
 _EXEMPLAR = "Example {k}: {text}"
 _SOURCE = "Abstract:\n{text}"
 
@@ -93,11 +98,12 @@ def template_text(strategy: str, variant: str) -> str:
     _check_choice("variant", variant, VARIANTS)
     parts = [SYSTEM, _SUBJECTS[(strategy, variant)], _LABEL_LINE.get(variant, "")]
     if strategy == "synthesis":
-        parts += [_TASK, _EXEMPLARS, _EXEMPLAR, _CLOSE]
+        parts += [_TASK, _EXEMPLARS, _WHICH[variant], _EXEMPLAR, _CLOSE]
     else:
         parts += [_PARA_TASK, _SOURCE, _PARA_CLOSE]
     if variant == "label_name_masking":
-        parts.append("exemplar and source texts: label names masked")
+        # The exemplar and source texts are masked too: the mask belongs to the template.
+        parts.append(MASK)
     return "\n\x1e\n".join(parts)
 
 
@@ -123,7 +129,7 @@ def _name_phrases(name: str) -> list[str]:
     return [p for p in phrases if len(p) >= 3]
 
 
-def mask_label_names(text: str, label_names: Mapping[str, str], mask: str = "[LABEL]") -> str:
+def mask_label_names(text: str, label_names: Mapping[str, str], mask: str = MASK) -> str:
     """Replace every label name (and each `;`-part of it) in `text` by `mask`.
 
     Case-insensitive and whole-word; longest phrases first so a long name is not cut by a
@@ -264,9 +270,8 @@ def _synthesis_user(
         subject = subject.format(labels=_labels_block(target, variant, label_names))
     parts = [_TASK.format(subject=subject)]
     if texts:
-        which = " with these classes" if variant != "instruction_label_removal" else ""
         body = "\n".join(_EXEMPLAR.format(k=k + 1, text=t) for k, t in enumerate(texts))
-        parts.append(_EXEMPLARS.format(which=which, exemplars=body))
+        parts.append(_EXEMPLARS.format(which=_WHICH[variant], exemplars=body))
     parts.append(_CLOSE)
     return "\n\n".join(parts)
 
