@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -69,6 +69,8 @@ _TITLE_LINE = re.compile(r"^\s{0,3}(?:#{1,6}\s|title\s*:)", re.IGNORECASE)
 _EMPHASIS = re.compile(r"(\*\*|__)(.+?)\1|(?<![\w*])\*(?!\s)([^*\n]+?)(?<!\s)\*(?![\w*])", re.S)
 _QUOTES = [('"', '"'), ("'", "'"), ("\u201c", "\u201d"), ("\u2018", "\u2019"), ("`", "`")]
 _SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*$")
+# A sentence end followed by the end of text or by a new sentence (so "e.g. a" is no break).
+_SENTENCE_BREAK = re.compile(r"[.!?][\"'\u201d\u2019)\]]*(?=\s+[A-Z0-9\"'(\u201c]|\s*$)")
 _PREAMBLE_MAX_WORDS = 25  # a longer first sentence is content, not "Sure, here is ..."
 
 
@@ -129,6 +131,7 @@ class FilterResult:
     kept: pd.DataFrame
     removed: pd.DataFrame
     counts: dict[str, int]
+    trimmed: list[str] = field(default_factory=list)  # ids cut back to their last full sentence
 
 
 def _spec(spec: object, name: str) -> float:
@@ -147,16 +150,40 @@ def _failed(df: pd.DataFrame) -> dict[int, str]:
     return out
 
 
-def _truncated(df: pd.DataFrame) -> dict[int, str]:
+def trim_to_sentence(text: str) -> str:
+    """`text` up to its last full sentence ("" when it has none)."""
+    ends = [m.end() for m in _SENTENCE_BREAK.finditer(text)]
+    return text[: ends[-1]].strip() if ends else ""
+
+
+def _truncated(
+    df: pd.DataFrame, trim_min_words: int | None
+) -> tuple[dict[int, str], dict[int, str]]:
+    """Rows cut off by the token limit mid-sentence: (removed reasons, trimmed texts).
+
+    With `trim_min_words`, a cut-off row is kept, cut back to its last full sentence, when that
+    still leaves `trim_min_words` words; small models that rarely stop on their own otherwise
+    lose most rows here.
+    """
     # Without finish_reason a missing full stop cannot be told from a cut-off, so nothing goes.
     if "finish_reason" not in df.columns:
-        return {}
-    out = {}
+        return {}, {}
+    out, trimmed = {}, {}
     for i, text, reason in zip(df.index, df["text"], df["finish_reason"], strict=True):
-        if reason == "length" and not _SENTENCE_END.search(text.rstrip()):
-            tail = " ".join(text.split()[-4:])
-            out[i] = f"hit the token limit mid-sentence (ends {tail!r})"
-    return out
+        if reason != "length" or _SENTENCE_END.search(text.rstrip()):
+            continue
+        tail = " ".join(text.split()[-4:])
+        why = f"hit the token limit mid-sentence (ends {tail!r})"
+        if trim_min_words is None:
+            out[i] = why
+            continue
+        cut = trim_to_sentence(text)
+        n = len(cut.split())
+        if n >= trim_min_words:
+            trimmed[i] = cut
+        else:
+            out[i] = f"{why}; {n} words up to the last full sentence < min {trim_min_words}"
+    return out, trimmed
 
 
 def _exact_duplicates(df: pd.DataFrame) -> dict[int, str]:
@@ -243,7 +270,9 @@ def filter_corpus(rows: pd.DataFrame, spec: object, heldout: pd.DataFrame) -> Fi
 
     `rows` needs `id, text, volume_rank, status` (`finish_reason` and `error` are used when
     present); `spec` any object with `min_words, max_words, near_duplicate_threshold,
-    leakage_ngram, leakage_threshold`; `heldout` the val+test patents (`id, text`).
+    leakage_ngram, leakage_threshold` and optionally `trim_truncated` (bool, default False: keep
+    cut-off rows trimmed to their last full sentence instead of removing them); `heldout` the
+    val+test patents (`id, text`). `kept` is ordered by `volume_rank`.
     """
     missing = {"id", "text", "volume_rank", "status"} - set(rows.columns)
     if missing:
@@ -253,20 +282,32 @@ def filter_corpus(rows: pd.DataFrame, spec: object, heldout: pd.DataFrame) -> Fi
     min_words, max_words = int(_spec(spec, "min_words")), int(_spec(spec, "max_words"))
     near_t = float(_spec(spec, "near_duplicate_threshold"))
     leak_n, leak_t = int(_spec(spec, "leakage_ngram")), float(_spec(spec, "leakage_threshold"))
+    trim_min = min_words if bool(getattr(spec, "trim_truncated", False)) else None
 
     # Lowest volume_rank first: duplicates keep the row a smaller volume already holds.
     df = rows.sort_values(["volume_rank", "id"], kind="stable").reset_index(drop=True)
     df["text"] = df["text"].where(df["text"].notna(), "").astype(str)
-    n_words = pd.Series([len(t.split()) for t in df["text"]], index=df.index)
+    trimmed: dict[int, str] = {}
+
+    def truncated(d: pd.DataFrame) -> dict[int, str]:
+        hits, cut = _truncated(d, trim_min)
+        trimmed.update(cut)
+        for i, text in cut.items():
+            df.at[i, "text"] = text
+        return hits
+
+    def n_words(d: pd.DataFrame) -> pd.Series:
+        return d["text"].map(lambda t: len(t.split()))
+
     steps = {
         "failed": _failed,
         "empty": lambda d: {i: "empty text" for i, t in d["text"].items() if not t.strip()},
-        "truncated": _truncated,
+        "truncated": truncated,
         "too_short": lambda d: {
-            i: f"{n_words[i]} words < min {min_words}" for i in d.index if n_words[i] < min_words
+            i: f"{n} words < min {min_words}" for i, n in n_words(d).items() if n < min_words
         },
         "too_long": lambda d: {
-            i: f"{n_words[i]} words > max {max_words}" for i in d.index if n_words[i] > max_words
+            i: f"{n} words > max {max_words}" for i, n in n_words(d).items() if n > max_words
         },
         "exact_duplicate": _exact_duplicates,
         "near_duplicate": lambda d: _near_duplicates(d, near_t),
@@ -292,4 +333,5 @@ def filter_corpus(rows: pd.DataFrame, spec: object, heldout: pd.DataFrame) -> Fi
     else:
         removed = df.iloc[0:0].assign(filter=pd.Series(dtype=str), reason=pd.Series(dtype=str))
     removed = removed[[*columns, "filter", "reason"]]
-    return FilterResult(kept=kept, removed=removed, counts=counts)
+    trimmed_ids = [df.at[i, "id"] for i in sorted(trimmed) if alive[i]]
+    return FilterResult(kept=kept, removed=removed, counts=counts, trimmed=trimmed_ids)

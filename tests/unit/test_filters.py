@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.config.generation import FilterConfig
-from tasks.filters import FILTERS, clean_text, filter_corpus
+from tasks.filters import FILTERS, clean_text, filter_corpus, trim_to_sentence
 
 SPEC = SimpleNamespace(
     min_words=20,
@@ -243,3 +243,33 @@ def test_planted_duplicates_and_leaks_found_among_many_rows():
     assert removed.loc["r0953", "reason"] == "33/48 8-grams (69% >= 20%) found in held-out h30"
     assert removed.loc["r0900", "reason"].endswith("with r0100")
     assert len(res.kept) == 960
+
+
+def test_trim_to_sentence():
+    assert trim_to_sentence("A valve. It has a seat, e.g. a ring. The spring and the") == (
+        "A valve. It has a seat, e.g. a ring."
+    )
+    assert trim_to_sentence('It says "stop." Then the') == 'It says "stop."'
+    assert trim_to_sentence("no full stop at all") == ""
+
+
+def test_trim_truncated_keeps_long_enough_cut_rows():
+    spec = SimpleNamespace(**vars(SPEC), trim_truncated=True)
+    long_ok = " ".join(_words(20, 25)) + ". The " + " ".join(_words(21, 6))
+    too_short = " ".join(_words(22, 10)) + ". The " + " ".join(_words(23, 15))
+    rows = _rows(
+        [("long_ok", long_ok), ("too_short", too_short), ("complete", _text(24))],
+        finish_reason=["length", "length", "length"],
+    )
+    res = filter_corpus(rows, spec, HELDOUT)
+    assert res.kept["id"].tolist() == ["long_ok", "complete"]
+    assert res.kept["text"].tolist() == [" ".join(_words(20, 25)) + ".", _text(24)]
+    assert res.trimmed == ["long_ok"]
+    assert res.counts["truncated"] == 1
+    reason = res.removed.set_index("id").loc["too_short", "reason"]
+    assert reason.endswith("; 10 words up to the last full sentence < min 20")
+    # Without trim_truncated both cut-off rows go and nothing is trimmed.
+    res = filter_corpus(rows, SPEC, HELDOUT)
+    assert res.kept["id"].tolist() == ["complete"]
+    assert res.trimmed == []
+    assert res.removed["text"].tolist() == [long_ok, too_short]
