@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tasks.filters import clean_text
+
 STRATEGIES = ("synthesis", "paraphrase")
 VARIANTS = ("plain", "label_name_masking", "instruction_label_removal")
 
@@ -152,8 +154,6 @@ def mask_label_names(text: str, label_names: Mapping[str, str], mask: str = MASK
 
 def postprocess(text: str, row: PromptRow, label_names: Mapping[str, str]) -> str:
     """Clean a raw generation; under `label_name_masking` also mask label names in it."""
-    from tasks.filters import clean_text
-
     out = clean_text(text)
     if row.variant == "label_name_masking":
         out = mask_label_names(out, label_names)
