@@ -56,6 +56,12 @@ class FilterConfig(StrictModel):
         description="Drop a row when this share of its n-grams appears in one val/test patent.",
     )
 
+    trim_truncated: bool = Field(
+        False,
+        description="Cut rows that hit max_tokens back to their last full sentence instead of "
+        "dropping them (they are kept if min_words remain); small models rarely stop on their own.",
+    )
+
     @model_validator(mode="after")
     def _bounds(self) -> FilterConfig:
         if self.min_words > self.max_words:
