@@ -1,0 +1,369 @@
+"""The `finetune` family: tokenization cached per corpus and one fine-tuning run.
+
+`train_finetune` is the whole training loop. It runs as a plain single process, and unchanged as
+each worker of a Ray Train run (`orchestrator/train.py`): when a `torch.distributed` process group
+exists it shards the rows with `DistributedSampler` and wraps the model in DDP, or hands it to
+DeepSpeed ZeRO when the family asks for it. No Ray here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from tasks.checkpoint import FinetuneClassifier, usable_attention
+from tasks.finetune_engine import TrainEngine, autocast
+from tasks.models import resolve_model
+
+TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+# Files that define what a tokenizer produces; their bytes key the tokenization cache.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+)
+_TOKENIZE_CHUNK = 2048
+
+Report = Callable[[int, dict[str, float]], None]
+
+
+class FinetuneSettings(Protocol):
+    """What training reads from a family config (`orchestrator.config.trials.FinetuneFamily`)."""
+
+    model: str
+    max_length: int
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    deepspeed: Any  # None or an object with `zero_stage`
+    trust_remote_code: bool
+
+
+def check_numerics(precision: str, attention: str, device: str) -> None:
+    """Refuse a precision/attention pair this device cannot run, naming both fields."""
+    if device.startswith("cuda"):
+        return
+    if precision == "fp16" or attention == "flash_attention_2":
+        raise ValueError(
+            f"precision={precision} with attention={attention} needs CUDA, and this run is on "
+            f"{device}: use precision fp32 or bf16 with attention eager or sdpa"
+        )
+
+
+def _sha256(parts: Sequence[bytes]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()
+
+
+def tokenizer_fingerprint(folder: str) -> str:
+    """A hash of the tokenizer files in a model folder (or the hub id when it is not local)."""
+    path = Path(folder)
+    if not path.is_dir():
+        return _sha256([folder.encode()])
+    parts = [
+        name.encode() + (path / name).read_bytes()
+        for name in _TOKENIZER_FILES
+        if (path / name).is_file()
+    ]
+    return _sha256(parts or [str(path.resolve()).encode()])
+
+
+def tokenize_cached(
+    model: str, texts: Sequence[str], max_length: int, cache_dir: Path
+) -> dict[str, np.ndarray]:
+    """Token arrays for `texts`, computed once per (tokenizer, max_length, texts) and reused.
+
+    Stored as `.npy` under `cache_dir/tokens/<key>/` (int32, padded to the longest text, at most
+    `max_length`); later calls, from any trial or worker, memory-map them.
+    """
+    folder = resolve_model(model)
+    texts = [str(t) for t in texts]
+    key = _sha256(
+        [
+            tokenizer_fingerprint(folder).encode(),
+            str(max_length).encode(),
+            _sha256([t.encode() for t in texts]).encode(),
+        ]
+    )[:32]
+    target = Path(cache_dir) / "tokens" / key
+    if (target / "done").is_file():
+        return {
+            k: np.load(target / f"{k}.npy", mmap_mode="r")
+            for k in TOKEN_KEYS
+            if (target / f"{k}.npy").is_file()
+        }
+    arrays = _tokenize(folder, texts, max_length)
+    tmp = target.with_name(f".{key}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    for k, v in arrays.items():
+        np.save(tmp / f"{k}.npy", v)
+    (tmp / "done").write_text(f"{len(texts)} texts, max_length={max_length}\n")
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another trial wrote the same key first; both contents are identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return arrays
+
+
+def _tokenize(folder: str, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    chunks: list[dict[str, list[list[int]]]] = []
+    starts = range(0, len(texts), _TOKENIZE_CHUNK)
+    for start in tqdm(starts, desc="tokenize", unit="chunk", disable=len(starts) < 4):
+        enc = tok(texts[start : start + _TOKENIZE_CHUNK], truncation=True, max_length=max_length)
+        chunks.append({k: enc[k] for k in TOKEN_KEYS if k in enc})
+    keys = [k for k in TOKEN_KEYS if chunks and k in chunks[0]] or ["input_ids", "attention_mask"]
+    rows = {k: [r for c in chunks for r in c[k]] for k in keys}
+    width = max((len(r) for r in rows["input_ids"]), default=1)
+    pad = {"input_ids": tok.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
+    out = {}
+    for k in keys:
+        arr = np.full((len(texts), width), pad[k], dtype=np.int32)
+        for i, r in enumerate(rows[k]):
+            arr[i, : len(r)] = r
+        out[k] = arr
+    return out
+
+
+def _batch(tokens: dict[str, np.ndarray], idx: Any, device: Any) -> dict[str, Any]:
+    """Rows `idx` as tensors, trimmed to the longest real sequence among them (dynamic padding)."""
+    import torch
+
+    idx = np.asarray(idx)
+    width = max(int(np.asarray(tokens["attention_mask"][idx]).sum(1).max(initial=1)), 1)
+    return {
+        k: torch.from_numpy(np.asarray(v[idx, :width], dtype=np.int64)).to(device)
+        for k, v in tokens.items()
+    }
+
+
+def forward_tokens(
+    model: Any, tokens: dict[str, np.ndarray], batch_size: int = 64, want_embed: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities (and mean-pooled unit embeddings) for pre-tokenized rows."""
+    import torch
+
+    model.eval()
+    device = next(model.parameters()).device
+    n = len(tokens["input_ids"])
+    probs, embs = [], []
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            enc = _batch(tokens, np.arange(start, min(start + batch_size, n)), device)
+            out = model(**enc, output_hidden_states=want_embed)
+            probs.append(torch.sigmoid(out.logits.float()).cpu().numpy())
+            if want_embed:
+                mask = enc["attention_mask"].unsqueeze(-1).float()
+                pooled = (out.hidden_states[-1].float() * mask).sum(1) / mask.sum(1).clamp(min=1)
+                embs.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+    n_labels = model.config.num_labels
+    p = np.concatenate(probs) if probs else np.zeros((0, n_labels), np.float32)
+    e = (np.concatenate(embs) if embs else None) if want_embed else None
+    return p.astype(np.float32), e
+
+
+def predict_cached(
+    classifier: FinetuneClassifier, model: str, texts: Sequence[str], cache_dir: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and embeddings for `texts` through the tokenization cache (trial scoring)."""
+    tokens = tokenize_cached(model, texts, classifier.max_length, cache_dir)
+    p, e = forward_tokens(classifier.model, tokens, classifier.batch_size, want_embed=True)
+    assert e is not None or len(texts) == 0
+    return p, (e if e is not None else np.zeros((0, classifier.model.config.hidden_size)))
+
+
+def _dist_info() -> tuple[bool, int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return True, dist.get_rank(), dist.get_world_size()
+    return False, 0, 1
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_for_training(
+    folder: str, labels: list[str], attention: str, trust_remote_code: bool
+) -> Any:
+    """An `AutoModelForSequenceClassification` in fp32 with a fresh multi-label head."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            folder,
+            num_labels=len(labels),
+            problem_type="multi_label_classification",
+            id2label=dict(enumerate(labels)),
+            label2id={c: i for i, c in enumerate(labels)},
+            attn_implementation=usable_attention(attention),
+            trust_remote_code=trust_remote_code,
+            ignore_mismatched_sizes=True,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def train_finetune(
+    family: FinetuneSettings,
+    train_texts: Sequence[str],
+    train_y: np.ndarray,
+    val_texts: Sequence[str],
+    val_y: np.ndarray,
+    labels: list[str],
+    loss: str,
+    precision: str,
+    attention: str,
+    seed: int,
+    cache_dir: Path,
+    report: Report | None = None,
+    *,
+    names: list[str] | None = None,
+    shuffle: bool = True,
+    device: str | None = None,
+) -> FinetuneClassifier:
+    """Fine-tune `family.model` for multi-label classification and return the classifier.
+
+    `report(epoch, metrics)` is called after every epoch on every process with `train_loss`,
+    `val_loss`, `val_micro_f1` (at 0.5), `samples`, `seconds` and `samples_per_s`.
+    `shuffle=False` keeps the mix's row order (curriculum orderings). Thresholds are left at 0.5;
+    the caller picks them on val.
+    """
+    import torch
+    from torch.utils.data import DistributedSampler
+
+    from tasks.losses import build_loss
+
+    device = device or _default_device()
+    check_numerics(precision, attention, device)
+    if train_y.shape != (len(train_texts), len(labels)):
+        raise ValueError(
+            f"train_y has shape {train_y.shape}, expected ({len(train_texts)}, {len(labels)})"
+        )
+    distributed, rank, world = _dist_info()
+    torch.manual_seed(seed)
+    folder = resolve_model(family.model)
+    train_tok = tokenize_cached(family.model, train_texts, family.max_length, cache_dir)
+    val_tok = tokenize_cached(family.model, val_texts, family.max_length, cache_dir)
+    model = load_for_training(folder, labels, attention, family.trust_remote_code).to(device)
+
+    # DistributedSampler with one replica is a plain (seeded) sampler: one code path for both.
+    sampler = DistributedSampler(
+        range(len(train_texts)), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed
+    )
+    steps_per_epoch = max(1, -(-len(sampler) // family.batch_size))
+    total_steps = steps_per_epoch * family.epochs
+    loss_fn = build_loss(loss, train_y)
+    engine = TrainEngine(model, family, precision, device, total_steps, distributed)
+    y_train = torch.from_numpy(np.asarray(train_y, dtype=np.float32))
+    metrics: dict[str, float] = {}
+    for epoch in range(family.epochs):
+        sampler.set_epoch(epoch)
+        order = np.fromiter(iter(sampler), dtype=np.int64)
+        started, total, seen = time.perf_counter(), 0.0, 0
+        engine.train()
+        for start in range(0, len(order), family.batch_size):
+            idx = order[start : start + family.batch_size]
+            enc = _batch(train_tok, idx, device)
+            logits = engine.forward(enc)
+            step_loss = loss_fn(logits.float(), y_train[idx].to(device))
+            engine.step(step_loss)
+            total += float(step_loss.detach()) * len(idx)
+            seen += len(idx)
+        seconds = time.perf_counter() - started
+        metrics = {
+            "epoch": float(epoch + 1),
+            "train_loss": _mean_across(total, seen, distributed),
+            "samples": float(_sum_across(seen, distributed)),
+            "seconds": seconds,
+        }
+        metrics["samples_per_s"] = metrics["samples"] / max(seconds, 1e-9)
+        metrics.update(_validate(engine.module, val_tok, val_y, loss_fn, precision, device))
+        if report is not None:
+            report(epoch + 1, metrics)
+    trained = engine.finish().float().eval()
+    tokenizer = _load_tokenizer(folder, family.trust_remote_code)
+    meta = {
+        "precision": precision,
+        "attention": attention,
+        "trust_remote_code": family.trust_remote_code,
+        "metrics": {k: v for k, v in metrics.items() if k.startswith("val_")},
+        "provenance": {"model": family.model, "loss": loss, "seed": seed, "world_size": world},
+    }
+    return FinetuneClassifier(
+        trained,
+        tokenizer,
+        family.max_length,
+        batch_size=max(family.batch_size, 32),
+        labels=labels,
+        names=names or list(labels),
+        meta=meta,
+    )
+
+
+def _load_tokenizer(folder: str, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+
+
+def _sum_across(value: float, distributed: bool) -> float:
+    if not distributed:
+        return float(value)
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    dist.all_reduce(t)  # gloo reduces CPU tensors; NCCL groups also run gloo-free here via CPU
+    return float(t.item())
+
+
+def _mean_across(total: float, count: int, distributed: bool) -> float:
+    return _sum_across(total, distributed) / max(_sum_across(count, distributed), 1.0)
+
+
+def _validate(
+    module: Any,
+    tokens: dict[str, np.ndarray],
+    y: np.ndarray,
+    loss_fn: Any,
+    precision: str,
+    device: str,
+) -> dict[str, float]:
+    """Val loss and micro-F1 at 0.5; every process scores the full val set (ZeRO-3 needs all)."""
+    import torch
+    from sklearn.metrics import f1_score
+
+    if len(y) == 0:
+        return {}
+    with autocast(precision, device):
+        p, _ = forward_tokens(module, tokens)
+    p_t = torch.from_numpy(np.clip(p, 1e-7, 1 - 1e-7))
+    logits = torch.log(p_t) - torch.log1p(-p_t)
+    val_loss = float(loss_fn(logits, torch.from_numpy(np.asarray(y, dtype=np.float32))))
+    f1 = float(f1_score(y, p >= 0.5, average="micro", zero_division=0))
+    return {"val_loss": val_loss, "val_micro_f1": f1}

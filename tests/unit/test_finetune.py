@@ -1,0 +1,191 @@
+"""The finetune family: cached tokenization, the numerics refusal and the training loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.checkpoint import load_classifier, save_classifier
+from tasks.finetune import check_numerics, predict_cached, tokenize_cached, train_finetune
+
+WORDS = {
+    0: ["wheelchair", "lift", "ramp", "seat"],
+    1: ["hearing", "cochlear", "sound", "ear"],
+    2: ["braille", "tactile", "pin", "reader"],
+}
+FILLER = ["device", "with", "a", "the", "system", "method", "for", "and"]
+LABELS = ["A61G", "H04R", "G09B"]
+
+
+@dataclass
+class Family:
+    model: str
+    max_length: int = 24
+    epochs: int = 12
+    learning_rate: float = 3e-3
+    batch_size: int = 8
+    deepspeed: object = None
+    trust_remote_code: bool = False
+
+
+def make_data(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Texts whose labels are exactly the word groups they contain (one or two labels each)."""
+    rng = np.random.default_rng(seed)
+    texts, y = [], np.zeros((n, 3), dtype=np.float32)
+    for i in range(n):
+        labels = rng.choice(3, size=1 + int(rng.random() < 0.3), replace=False)
+        words = [w for j in labels for w in rng.choice(WORDS[j], size=2)]
+        words += list(rng.choice(FILLER, size=4))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        y[i, labels] = 1
+    return texts, y
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    """A two-layer BERT (hidden 32) saved as a local folder with its word-level vocabulary."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    words = sorted({w for ws in WORDS.values() for w in ws} | set(FILLER))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    # transformers 5 ignores `vocab_file`; the vocabulary goes in as a dict.
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(folder)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,  # a few hundred rows: dropout only slows the fit down
+        attention_probs_dropout_prob=0.0,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(folder)
+    return str(folder)
+
+
+def test_tokenize_cached_writes_once_and_reuses(tiny_model, tmp_path):
+    texts = ["wheelchair with a ramp", "hearing device", "braille reader with the pin"]
+    first = tokenize_cached(tiny_model, texts, 16, tmp_path)
+    keys = list((tmp_path / "tokens").iterdir())
+    assert len(keys) == 1 and (keys[0] / "input_ids.npy").is_file()
+    assert first["input_ids"].shape == (3, 7)  # [CLS] + 5 words + [SEP] is the longest
+    assert first["attention_mask"].sum(1).tolist() == [6, 4, 7]
+    again = tokenize_cached(tiny_model, texts, 16, tmp_path)
+    assert isinstance(again["input_ids"], np.memmap)  # read back, not tokenized again
+    np.testing.assert_array_equal(again["input_ids"], first["input_ids"])
+    tokenize_cached(tiny_model, texts, 4, tmp_path)  # another max_length is another entry
+    short = tokenize_cached(tiny_model, texts, 4, tmp_path)
+    assert short["input_ids"].shape == (3, 4)
+    assert len(list((tmp_path / "tokens").iterdir())) == 2
+
+
+@pytest.mark.parametrize(
+    ("precision", "attention"), [("fp16", "sdpa"), ("bf16", "flash_attention_2")]
+)
+def test_cuda_only_numerics_refused_on_cpu_naming_both_fields(precision, attention):
+    with pytest.raises(ValueError) as err:
+        check_numerics(precision, attention, "cpu")
+    assert f"precision={precision}" in str(err.value)
+    assert f"attention={attention}" in str(err.value)
+    check_numerics("bf16", "sdpa", "cpu")  # runs on this CPU
+    check_numerics("fp16", "flash_attention_2", "cuda:0")
+
+
+def test_train_finetune_learns_separable_labels(tiny_model, tmp_path):
+    train_x, train_y = make_data(192, seed=1)
+    val_x, val_y = make_data(32, seed=2)
+    epochs: list[tuple[int, dict]] = []
+    clf = train_finetune(
+        Family(tiny_model),
+        train_x,
+        train_y,
+        val_x,
+        val_y,
+        LABELS,
+        loss="bce",
+        precision="fp32",
+        attention="eager",
+        seed=0,
+        cache_dir=tmp_path,
+        report=lambda e, m: epochs.append((e, dict(m))),
+    )
+    assert [e for e, _ in epochs] == list(range(1, 13))
+    assert all(m["samples"] == 192 for _, m in epochs)
+    assert epochs[-1][1]["train_loss"] < 0.2 * epochs[0][1]["train_loss"]
+    assert epochs[-1][1]["val_micro_f1"] >= 0.95
+    assert clf.labels == LABELS and clf.meta["precision"] == "fp32"
+    proba, emb = predict_cached(clf, tiny_model, val_x, tmp_path)
+    assert proba.shape == (32, 3) and emb.shape == (32, 32)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    # The cached path and the classifier's own tokenization agree.
+    np.testing.assert_allclose(proba, clf.predict_proba(val_x), atol=1e-5)
+    assert (clf.predict(["hearing cochlear device"])[0]) == ["H04R"]
+
+
+def test_train_finetune_same_seed_same_model(tiny_model, tmp_path):
+    x, y = make_data(24, seed=3)
+    fam = Family(tiny_model, epochs=2)
+    runs = [
+        train_finetune(fam, x, y, x[:8], y[:8], LABELS, "asymmetric", "fp32", "sdpa", 7, tmp_path)
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(runs[0].predict_proba(x), runs[1].predict_proba(x))
+    other = train_finetune(
+        fam, x, y, x[:8], y[:8], LABELS, "asymmetric", "fp32", "sdpa", 8, tmp_path
+    )
+    assert not np.allclose(other.predict_proba(x), runs[0].predict_proba(x))
+
+
+def test_train_finetune_bf16_keeps_fp32_weights_and_saves(tiny_model, tmp_path):
+    import torch
+
+    x, y = make_data(24, seed=4)
+    clf = train_finetune(
+        Family(tiny_model, epochs=2),
+        x,
+        y,
+        x[:8],
+        y[:8],
+        LABELS,
+        "focal",
+        "bf16",
+        "sdpa",
+        0,
+        tmp_path,
+    )
+    assert next(clf.model.parameters()).dtype == torch.float32
+    assert clf.meta["precision"] == "bf16" and clf.meta["attention"] == "sdpa"
+    path = save_classifier(tmp_path / "ckpt", clf)
+    loaded = load_classifier(path, precision="fp32")
+    np.testing.assert_allclose(loaded.predict_proba(x), clf.predict_proba(x), atol=1e-5)
+
+
+def test_train_finetune_rejects_mismatched_labels(tiny_model, tmp_path):
+    x, y = make_data(8, seed=5)
+    with pytest.raises(ValueError, match="train_y has shape"):
+        train_finetune(
+            Family(tiny_model), x, y[:, :2], x, y, LABELS, "bce", "fp32", "eager", 0, tmp_path
+        )
+
+
+def test_train_finetune_embedded_minilm(tmp_path: Path):
+    """One epoch of the embedded MiniLM (22M parameters) on 16 short texts, then a round trip."""
+    x, y = make_data(16, seed=6)
+    fam = Family("embedded:minilm-l6", max_length=16, epochs=1, learning_rate=5e-5)
+    clf = train_finetune(
+        fam, x, y, x[:8], y[:8], LABELS, "weighted_bce", "fp32", "sdpa", 0, tmp_path
+    )
+    assert clf.model.config.hidden_size == 384 and clf.model.config.num_labels == 3
+    assert clf.model.config.problem_type == "multi_label_classification"
+    p = clf.predict_proba(x[:4])
+    loaded = load_classifier(save_classifier(tmp_path / "minilm", clf))
+    np.testing.assert_allclose(loaded.predict_proba(x[:4]), p, atol=1e-5)
