@@ -76,6 +76,12 @@ def prepare(config: ConfigArg, overrides: Overrides = None, force: Force = False
 
 
 @app.command()
+def generate(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+    """Generate, filter and write the synthetic corpora (resumes a killed run)."""
+    _run(_load(config, overrides), ["generate"], force)
+
+
+@app.command()
 def fidelity(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
     """Score every synthetic corpus: MMD with a p-value, Frechet, PRDC, diversity, leakage."""
     _run(_load(config, overrides), ["fidelity"], force)

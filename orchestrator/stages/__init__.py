@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from orchestrator.stages.base import Stage, StageContext, StageOutput, run_dir_for, run_stage
 from orchestrator.stages.fidelity import FidelityStage
+from orchestrator.stages.generate import GenerateStage
 from orchestrator.stages.prepare import PrepareStage
 
 STAGES: list[Stage] = [
     PrepareStage(),
+    GenerateStage(),
     FidelityStage(),
 ]
 

@@ -1,0 +1,257 @@
+"""Generation on Ray Data: prompts -> `ray.data.llm` vLLM processor -> Parquet shards by row id.
+
+One pipeline per generator runs every planned prompt (all regimes, strategies and variants), so
+each vLLM engine starts once. Results stream back to the driver and are written as small Parquet
+shards under a work folder; a run killed at any point and started again reads the shards, skips
+the rows already finished and generates only the rest. A row whose request fails is written with
+its error and retried in a later round, up to `max_retries`; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from orchestrator.config.generation import VllmGenerator
+from tasks.prompts import PromptRow
+
+RESULT_COLUMNS = [
+    "id",
+    "text",
+    "status",
+    "error",
+    "finish_reason",
+    "prompt_tokens",
+    "output_tokens",
+    "gen_seconds",
+    "attempts",
+]
+_ERROR = "__inference_error__"
+LIGHT_CPUS = 0.1  # CPUs reserved by each light (non-engine) step of the pipeline
+
+
+class ShardStore:
+    """Generated rows as Parquet shards in one folder; each shard lands whole (temp + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def shards(self) -> list[Path]:
+        return sorted(self.root.glob("shard-*.parquet"))
+
+    def write(self, rows: pd.DataFrame) -> Path:
+        """Write one shard atomically; a reader never sees half of it."""
+        name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = self.root / f".{name}.tmp"
+        rows[RESULT_COLUMNS].to_parquet(tmp, index=False)
+        os.replace(tmp, self.root / name)
+        return self.root / name
+
+    def read(self) -> pd.DataFrame:
+        """Every row written so far, one record per id: the latest attempt, `ok` before failed."""
+        parts = [pd.read_parquet(p) for p in self.shards()]
+        if not parts:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in RESULT_COLUMNS})
+        df = pd.concat(parts, ignore_index=True)
+        df["_ok"] = df["status"].eq("ok")
+        # A retried row has one record per attempt; a task that Ray ran twice may write a row
+        # twice. Keeping one record per id makes the result exact either way.
+        df = df.sort_values(["id", "_ok", "attempts"], kind="stable")
+        return df.drop_duplicates("id", keep="last").drop(columns="_ok").reset_index(drop=True)
+
+
+def processor_config(gen: VllmGenerator, model_path: str) -> Any:
+    """The `ray.data.llm` processor config of one generator (one vLLM engine per actor)."""
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    engine: dict[str, Any] = {
+        "dtype": gen.dtype,
+        "max_model_len": gen.max_model_len,
+        "tensor_parallel_size": gen.tensor_parallel_size,
+        "gpu_memory_utilization": gen.memory_fraction,
+        "trust_remote_code": gen.trust_remote_code,
+        "enforce_eager": gen.enforce_eager,
+    }
+    env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "SYNTHPAT_CACHE") if k in os.environ}
+    if gen.kv_cache_gib is not None:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(gen.kv_cache_gib)
+    bundle: dict[str, float] = {"CPU": gen.num_cpus_per_actor}
+    if gen.num_gpus_per_actor > 0:
+        bundle["GPU"] = gen.num_gpus_per_actor
+    return vLLMEngineProcessorConfig(
+        model_source=model_path,
+        engine_kwargs=engine,
+        batch_size=gen.batch_size,
+        concurrency=gen.concurrency,
+        # One bundle per tensor-parallel worker: GPUs on a cluster, CPUs for vllm-cpu.
+        placement_group_config={"bundle_per_worker": bundle},
+        should_continue_on_error=True,
+        log_engine_metrics=False,
+        runtime_env={"env_vars": env},
+        # Templating and (de)tokenizing are light next to the engine: a whole CPU each would
+        # leave a 2-core machine with no CPU for the vLLM actor (the pipeline never starts).
+        chat_template_stage=_light_stage(),
+        tokenize_stage=_light_stage(),
+        detokenize_stage=_light_stage(),
+    )
+
+
+def _light_stage() -> dict[str, Any]:
+    return {"num_cpus": LIGHT_CPUS, "concurrency": 1}
+
+
+def request_row(row: PromptRow, attempts: int) -> dict[str, Any]:
+    """The Ray Data input row of one prompt: chat messages and its own sampling seed."""
+    return {
+        "row_id": row.row_id,
+        "messages": [dict(m) for m in row.messages],
+        "seed": row.seed,
+        "attempts": attempts,
+    }
+
+
+def _preprocess(gen: VllmGenerator):
+    sampling = {"temperature": gen.temperature, "top_p": gen.top_p, "max_tokens": gen.max_tokens}
+
+    def pre(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "row_id": row["row_id"],
+            "attempts": int(row["attempts"]),
+            "messages": list(row["messages"]),
+            # Each row its own seed: one seed on every row would give identical samples.
+            "sampling_params": {**sampling, "seed": int(row["seed"])},
+        }
+
+    return pre
+
+
+def _postprocess(max_tokens: int):
+    def post(row: dict[str, Any]) -> dict[str, Any]:
+        n_out = int(row.get("num_generated_tokens") or 0)
+        return {
+            "id": row["row_id"],
+            "text": row.get("generated_text") or "",
+            "status": "ok",
+            "error": "",
+            # The processor does not return vLLM's finish reason; a row that used every allowed
+            # token was cut by the limit (a stop exactly at the limit reads the same, rarely).
+            "finish_reason": "length" if n_out >= max_tokens else "stop",
+            "prompt_tokens": int(row.get("num_input_tokens") or 0),
+            "output_tokens": n_out,
+            "gen_seconds": float(row.get("time_taken_llm") or 0.0),
+            "attempts": int(row["attempts"]),
+        }
+
+    return post
+
+
+def _normalize(batch: pd.DataFrame) -> pd.DataFrame:
+    """Output batch -> RESULT_COLUMNS; rows the engine failed keep their error."""
+    err = batch[_ERROR].fillna("") if _ERROR in batch.columns else pd.Series("", index=batch.index)
+    failed = err.astype(str).ne("")
+    out = pd.DataFrame(index=batch.index)
+    out["id"] = (
+        batch["id"].where(~failed, batch.get("row_id")) if "id" in batch else batch["row_id"]
+    )
+    out["text"] = batch["text"].where(~failed, "") if "text" in batch else ""
+    out["status"] = failed.map({True: "failed", False: "ok"})
+    out["error"] = err.astype(str)
+    out["finish_reason"] = (
+        batch["finish_reason"].where(~failed, "error") if "finish_reason" in batch else "error"
+    )
+    for col in ("prompt_tokens", "output_tokens"):
+        out[col] = batch[col].fillna(0).astype(int) if col in batch else 0
+    out["gen_seconds"] = (
+        batch["gen_seconds"].fillna(0.0).astype(float) if "gen_seconds" in batch else 0.0
+    )
+    out["attempts"] = batch["attempts"].astype(int)
+    return out[RESULT_COLUMNS].reset_index(drop=True)
+
+
+def pending(
+    prompts: Sequence[PromptRow], done: pd.DataFrame, max_retries: int
+) -> list[tuple[PromptRow, int]]:
+    """Prompts still to run, each with the attempt number it will be: new rows, and failed rows
+    with retries left. A row `ok`, or failed `max_retries + 1` times, is finished."""
+    status = dict(zip(done["id"], zip(done["status"], done["attempts"], strict=True), strict=True))
+    out = []
+    for p in prompts:
+        st = status.get(p.row_id)
+        if st is None:
+            out.append((p, 1))
+        elif st[0] != "ok" and int(st[1]) <= max_retries:
+            out.append((p, int(st[1]) + 1))
+    return out
+
+
+def run_generation(
+    prompts: Sequence[PromptRow],
+    gen: VllmGenerator,
+    shard_dir: Path,
+    max_retries: int,
+    *,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Generate every prompt with one generator, resuming from `shard_dir`; one row per prompt.
+
+    Returns RESULT_COLUMNS for exactly the prompts' ids. Rounds repeat until no row is pending:
+    round one runs the new rows, later rounds the failed ones (a fresh pipeline, so a fresh engine).
+    """
+    import ray
+
+    from tasks.models import resolve_model
+
+    ids = [p.row_id for p in prompts]
+    if len(set(ids)) != len(ids):
+        raise ValueError("prompts: row ids must be unique")
+    store = ShardStore(shard_dir)
+    model_path = resolve_model(gen.model)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    while todo := pending(prompts, store.read(), max_retries):
+        _run_round(todo, gen, model_path, store, progress)
+    done = store.read()
+    return done[done["id"].isin(set(ids))].set_index("id").loc[ids].reset_index()
+
+
+def _run_round(
+    todo: list[tuple[PromptRow, int]],
+    gen: VllmGenerator,
+    model_path: str,
+    store: ShardStore,
+    progress: bool,
+) -> None:
+    import ray
+    from ray.data.llm import build_processor
+    from tqdm.auto import tqdm
+
+    processor = build_processor(
+        processor_config(gen, model_path),
+        preprocess=_preprocess(gen),
+        postprocess=_postprocess(gen.max_tokens),
+        preprocess_map_kwargs={"num_cpus": LIGHT_CPUS},
+        postprocess_map_kwargs={"num_cpus": LIGHT_CPUS},
+    )
+    ds = processor(ray.data.from_items([request_row(p, a) for p, a in todo]))
+    retry = sum(a > 1 for _, a in todo)
+    desc = f"generate {gen.name}" + (f" (retrying {retry})" if retry else "")
+    bar = tqdm(total=len(todo), desc=desc, unit="row", disable=not progress)
+    t0, tokens, failed = time.perf_counter(), 0, 0
+    try:
+        # Small batches: each lands as its own shard, so a kill loses at most one batch.
+        for batch in ds.iter_batches(batch_size=gen.batch_size, batch_format="pandas"):
+            rows = _normalize(batch)
+            store.write(rows)
+            tokens += int(rows["output_tokens"].sum())
+            failed += int(rows["status"].ne("ok").sum())
+            bar.update(len(rows))
+            rate = tokens / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(tok_s=f"{rate:.0f}", failed=failed)
+    finally:
+        bar.close()

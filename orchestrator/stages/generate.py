@@ -1,0 +1,233 @@
+"""Stage `generate`: synthetic corpora per regime x generator x strategy x variant.
+
+Plans every prompt once at the largest volume (`tasks.prompts`), generates them per generator
+with one Ray Data + vLLM pipeline (`orchestrator.generation`, resumable from the stage's work
+folder), then cleans and filters each corpus (`tasks.filters`) and writes `corpora/`, `removed/`
+and `corpora.json` (docs/artifacts.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+from orchestrator.cache import write_json_atomic
+from orchestrator.config import StudyConfig
+from orchestrator.config.generation import GenerationConfig
+from orchestrator.stages.base import Stage, StageContext, StageOutput, console
+
+# Fields that decide where and how fast rows are generated, not which rows: changing them must
+# not invalidate a finished corpus.
+_SCHEDULING = (
+    "concurrency",
+    "batch_size",
+    "num_cpus_per_actor",
+    "num_gpus_per_actor",
+    "memory_fraction",
+    "kv_cache_gib",
+)
+CORPUS_COLUMNS = [
+    "id",
+    "text",
+    "labels",
+    "source",
+    "regime",
+    "generator",
+    "strategy",
+    "variant",
+    "prompt_hash",
+    "seed",
+    "exemplar_ids",
+    "source_id",
+    "target_labels",
+    "prompt_tokens",
+    "output_tokens",
+    "gen_seconds",
+    "attempts",
+    "finish_reason",
+    "volume_rank",
+]
+
+
+class GenerateStage(Stage):
+    name = "generate"
+    depends_on = ("prepare",)
+
+    def enabled(self, cfg: StudyConfig) -> bool:
+        return cfg.generation is not None and cfg.generation.enabled
+
+    def config_subset(self, cfg: StudyConfig) -> dict[str, Any]:
+        gen = _section(cfg)
+        d = gen.model_dump(mode="json", exclude={"enabled"})
+        d["regimes"] = regimes_of(cfg)
+        for g in d["generators"]:
+            for k in _SCHEDULING:
+                g.pop(k, None)
+        return d
+
+    def run(self, ctx: StageContext) -> StageOutput:
+        from tasks.corpus import read_labels, read_table, split_path
+
+        gen_cfg = _section(ctx.cfg)
+        prep = ctx.input_dir("prepare")
+        labels = read_labels(prep)
+        label_names = dict(zip(labels.codes, labels.names, strict=True))
+        real = {r: read_table(split_path(prep, r)) for r in regimes_of(ctx.cfg)}
+        heldout = pd.concat(
+            [read_table(split_path(prep, s))[["id", "text"]] for s in ("val", "test")],
+            ignore_index=True,
+        )
+        plans = plan_all(gen_cfg, real, label_names)
+        prompts = [p for rows in plans.values() for p in rows]
+        corpora, stats, totals = [], [], {"generated": 0, "failed": 0, "output_tokens": 0}
+        for g in gen_cfg.generators:
+            results = generate_rows(prompts, g, ctx, gen_cfg.max_retries)
+            by_id = results.set_index("id")
+            for (regime, strategy, variant), rows in plans.items():
+                cid = f"{regime}__{g.name}__{strategy}__{variant}"
+                table = corpus_rows(rows, by_id, g.name, label_names)
+                kept, removed, counts = _filter(table, gen_cfg, heldout)
+                _write(ctx, cid, kept, removed)
+                corpora.append(
+                    {
+                        "corpus_id": cid,
+                        "regime": regime,
+                        "generator": g.name,
+                        "strategy": strategy,
+                        "variant": variant,
+                        "n_real": len(real[regime]),
+                        "planned": len(rows),
+                        "rows": len(kept),
+                        "removed": len(removed),
+                        "removed_by_filter": counts,
+                        "ratios": list(gen_cfg.ratios),
+                        "path": f"corpora/{cid}.parquet",
+                    }
+                )
+                stats.append((cid, len(rows), len(kept), counts))
+            totals["generated"] += len(results)
+            totals["failed"] += int(results["status"].ne("ok").sum())
+            totals["output_tokens"] += int(results["output_tokens"].sum())
+        write_json_atomic(ctx.out_dir / "corpora.json", corpora)
+        _print(stats)
+        rows = {"corpora": len(corpora), **totals, "kept": sum(c["rows"] for c in corpora)}
+        return StageOutput(rows=rows, summary={"corpora": corpora})
+
+
+def _section(cfg: StudyConfig) -> GenerationConfig:
+    if cfg.generation is None:
+        raise ValueError("generation: the config has no `generation` section")
+    return cfg.generation
+
+
+def regimes_of(cfg: StudyConfig) -> list[str]:
+    """The regimes to generate for: `generation.regimes`, or every regime of `data.regimes`."""
+    names = _section(cfg).regimes
+    return list(names) if names is not None else [r.name for r in cfg.data.regimes]
+
+
+def planned_rows(gen_cfg: GenerationConfig, n_real: int) -> int:
+    """Rows planned per corpus: the largest ratio's volume plus the filters' headroom."""
+    return math.ceil(max(gen_cfg.ratios) * n_real * (1 + gen_cfg.headroom))
+
+
+def plan_all(
+    gen_cfg: GenerationConfig, real: Mapping[str, pd.DataFrame], label_names: Mapping[str, str]
+) -> dict[tuple[str, str, str], list]:
+    """Every corpus's prompts, keyed by (regime, strategy, variant); the same for each generator."""
+    from tasks.prompts import plan_prompts
+
+    plans = {}
+    for regime, df in real.items():
+        for strategy in gen_cfg.strategies:
+            for variant in gen_cfg.variants:
+                plans[(regime, strategy, variant)] = plan_prompts(
+                    regime,
+                    df,
+                    label_names,
+                    strategy,
+                    variant,
+                    n_rows=planned_rows(gen_cfg, len(df)),
+                    exemplars=gen_cfg.exemplars,
+                    rare_label_floor=gen_cfg.rare_label_floor,
+                    seed=gen_cfg.seed,
+                )
+    return plans
+
+
+def generate_rows(prompts: list, gen: Any, ctx: StageContext, max_retries: int) -> pd.DataFrame:
+    """One generator's results for all prompts, resumable under the stage's work folder."""
+    from orchestrator.generation import run_generation
+    from orchestrator.ray_runtime import ensure_ray
+
+    ensure_ray(ctx.cfg.resources)
+    return run_generation(prompts, gen, ctx.work_dir / "shards" / gen.name, max_retries)
+
+
+def corpus_rows(
+    rows: list, by_id: pd.DataFrame, generator: str, label_names: Mapping[str, str]
+) -> pd.DataFrame:
+    """Join one corpus's plan with its generation results: cleaned text plus provenance."""
+    from tasks.prompts import postprocess
+
+    records = []
+    for p in rows:
+        r = by_id.loc[p.row_id]
+        text = postprocess(r["text"], p, label_names) if r["status"] == "ok" else ""
+        records.append(
+            {
+                "id": f"{p.regime}__{generator}__{p.strategy}__{p.variant}__{p.volume_rank:06d}",
+                "text": text,
+                "labels": list(p.target_labels),
+                "source": "synthetic",
+                "regime": p.regime,
+                "generator": generator,
+                "strategy": p.strategy,
+                "variant": p.variant,
+                "prompt_hash": p.template_hash,
+                "seed": int(p.seed),
+                "exemplar_ids": list(p.exemplar_ids),
+                "source_id": p.source_id,
+                "target_labels": list(p.target_labels),
+                "prompt_tokens": int(r["prompt_tokens"]),
+                "output_tokens": int(r["output_tokens"]),
+                "gen_seconds": float(r["gen_seconds"]),
+                "attempts": int(r["attempts"]),
+                "finish_reason": r["finish_reason"],
+                "volume_rank": int(p.volume_rank),
+                "status": r["status"],
+                "error": r["error"],
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+def _filter(
+    table: pd.DataFrame, gen_cfg: GenerationConfig, heldout: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    from tasks.filters import filter_corpus
+
+    res = filter_corpus(table, gen_cfg.filters, heldout)
+    kept = res.kept[CORPUS_COLUMNS].reset_index(drop=True)
+    return kept, res.removed.reset_index(drop=True), dict(res.counts)
+
+
+def _write(ctx: StageContext, cid: str, kept: pd.DataFrame, removed: pd.DataFrame) -> None:
+    from tasks.corpus import write_table
+
+    write_table(kept, ctx.out_dir / "corpora" / f"{cid}.parquet")
+    write_table(removed, ctx.out_dir / "removed" / f"{cid}.parquet")
+
+
+def _print(stats: list[tuple[str, int, int, dict[str, int]]]) -> None:
+    t = Table(title="generate: rows per corpus")
+    for col in ("corpus", "planned", "kept", "removed by filter"):
+        t.add_column(col, justify="left" if col in ("corpus", "removed by filter") else "right")
+    for cid, planned, kept, counts in stats:
+        why = ", ".join(f"{k}={v}" for k, v in counts.items() if v) or "-"
+        t.add_row(cid, str(planned), str(kept), why)
+    console.print(t)
