@@ -279,7 +279,7 @@ def train_finetune(
     total_steps = steps_per_epoch * family.epochs
     loss_fn = build_loss(loss, train_y)
     engine = TrainEngine(model, family, precision, device, total_steps, distributed)
-    y_train = torch.from_numpy(np.asarray(train_y, dtype=np.float32))
+    y_train = torch.from_numpy(np.array(train_y, dtype=np.float32))  # a writable copy
     metrics: dict[str, float] = {}
     for epoch in range(family.epochs):
         sampler.set_epoch(epoch)
@@ -364,6 +364,6 @@ def _validate(
         p, _ = forward_tokens(module, tokens)
     p_t = torch.from_numpy(np.clip(p, 1e-7, 1 - 1e-7))
     logits = torch.log(p_t) - torch.log1p(-p_t)
-    val_loss = float(loss_fn(logits, torch.from_numpy(np.asarray(y, dtype=np.float32))))
+    val_loss = float(loss_fn(logits, torch.from_numpy(np.array(y, dtype=np.float32))))
     f1 = float(f1_score(y, p >= 0.5, average="micro", zero_division=0))
     return {"val_loss": val_loss, "val_micro_f1": f1}

@@ -1,0 +1,156 @@
+"""Fine-tuning on Ray Train: `fit_finetune` runs `tasks.finetune.train_finetune` on N workers.
+
+Works from a plain driver and from inside a Ray Tune function trainable (Ray Train V2 runs its
+controller next to the caller and schedules the workers with their own resources). Inside Tune,
+give the trial itself almost no CPU (`tune.with_resources(fn, {"CPU": 0.01})`; 0 is refused):
+the workers ask for `cpus_per_worker` / `gpus_per_worker` each, and a trial that holds the cores
+itself would leave none for them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.checkpoint import FinetuneClassifier, load_classifier, save_classifier
+from tasks.finetune import check_numerics, tokenize_cached, train_finetune
+from tasks.labels import LabelSpace
+
+HISTORY_JSON = "train_history.json"
+
+
+def label_matrix(df: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    """Multi-hot (n, L) float32 matrix of a table's `labels` column in the order of `labels`."""
+    if "labels" not in df.columns or "text" not in df.columns:
+        raise ValueError(f"table needs columns text and labels, has {list(df.columns)}")
+    space = LabelSpace(codes=tuple(labels), names=tuple(labels), support=(0,) * len(labels))
+    return space.encode([list(v) for v in df["labels"]])
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: the plain training loop, then rank 0 hands back the checkpoint."""
+    import ray.train
+    import ray.train.torch
+
+    device = str(ray.train.torch.get_device())
+    rank = ray.train.get_context().get_world_rank()
+    history: list[dict[str, float]] = []
+
+    def report(epoch: int, metrics: dict[str, float]) -> None:
+        history.append(dict(metrics))
+        ray.train.report(dict(metrics))  # every worker reports: V2 reports are collective
+
+    clf = train_finetune(
+        config["family"],
+        config["train_texts"],
+        config["train_y"],
+        config["val_texts"],
+        config["val_y"],
+        config["labels"],
+        config["loss"],
+        config["precision"],
+        config["attention"],
+        config["seed"],
+        Path(config["cache_dir"]),
+        report=report,
+        names=config["names"],
+        shuffle=config["shuffle"],
+        device=device,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            save_classifier(Path(tmp) / "classifier", clf)
+            (Path(tmp) / HISTORY_JSON).write_text(json.dumps(history))
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report({**(history[-1] if history else {}), "final": 1.0}, checkpoint=checkpoint)
+
+
+def fit_finetune(
+    family: Any,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    labels: list[str],
+    loss: str,
+    precision: str,
+    attention: str,
+    seed: int,
+    cache_dir: Path,
+    storage_dir: Path,
+    *,
+    names: list[str] | None = None,
+    shuffle: bool = True,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+    device: str = "cpu",
+) -> FinetuneClassifier:
+    """Fine-tune on a Ray Train `TorchTrainer` (`family.num_workers` workers) and load the result.
+
+    DDP over gloo on CPU or NCCL on GPU; DeepSpeed ZeRO when `family.deepspeed` is set.
+    `train`/`val` are tables with `text` and `labels` columns. Tokenization happens here, once,
+    into `cache_dir` (the workers read the cache). The trained classifier is loaded onto `device`
+    in the calling process with its per-epoch metrics in `meta["train_history"]`.
+    """
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    use_gpu = gpus_per_worker > 0
+    check_numerics(precision, attention, "cuda" if use_gpu else "cpu")
+    train_texts, val_texts = train["text"].astype(str).tolist(), val["text"].astype(str).tolist()
+    for texts in (train_texts, val_texts):
+        tokenize_cached(family.model, texts, family.max_length, cache_dir)
+    config = {
+        "family": family,
+        "train_texts": train_texts,
+        "train_y": label_matrix(train, labels),
+        "val_texts": val_texts,
+        "val_y": label_matrix(val, labels),
+        "labels": list(labels),
+        "names": list(names or labels),
+        "loss": loss,
+        "precision": precision,
+        "attention": attention,
+        "seed": seed,
+        "cache_dir": str(cache_dir),
+        "shuffle": shuffle,
+    }
+    resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
+    name = f"finetune-{uuid.uuid4().hex[:10]}"
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=int(getattr(family, "num_workers", 1)),
+            use_gpu=use_gpu,
+            resources_per_worker=resources,
+        ),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(Path(storage_dir).resolve()),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise RuntimeError(
+            f"finetune of {family.model} ({loss}, {precision}, {attention}) failed"
+        ) from result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"finetune run {name} reported no checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        clf = load_classifier(Path(folder) / "classifier", device=device, precision="fp32")
+        history = json.loads((Path(folder) / HISTORY_JSON).read_text())
+    assert isinstance(clf, FinetuneClassifier)
+    clf.meta["train_history"] = history
+    clf.meta["precision"] = precision  # loaded in fp32 for scoring; trained in `precision`
+    # The classifier now lives in this process; the trial saves its own checkpoint.
+    shutil.rmtree(Path(storage_dir) / name, ignore_errors=True)
+    return clf
