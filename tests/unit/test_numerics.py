@@ -1,0 +1,63 @@
+"""The numerics guard: skips what the machine cannot run, measures and flags the rest."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from test_finetune import tiny_model  # noqa: F401  (the tiny BERT folder fixture)
+
+from tasks.numerics import flagged_pairs, numerics_guard, skip_reason
+
+TEXTS = [
+    "wheelchair with a ramp and a seat",
+    "hearing device",
+    "braille reader with the tactile pin system and a method for the reader",
+]
+
+
+def test_skip_reasons_on_cpu_name_the_field():
+    assert skip_reason("fp16", "sdpa", "cpu") == "precision=fp16 needs CUDA (device=cpu)"
+    assert "attention=flash_attention_2 needs CUDA" in skip_reason(
+        "bf16", "flash_attention_2", "cpu"
+    )
+    assert skip_reason("bf16", "sdpa", "cpu") is None
+    assert skip_reason("fp32", "eager", "cpu") is None
+
+
+def test_guard_measures_and_flags_against_fp32_eager(tiny_model):  # noqa: F811
+    rows = numerics_guard(
+        tiny_model,
+        ["fp32", "bf16", "fp16"],
+        ["eager", "sdpa"],
+        TEXTS,
+        max_length=16,
+        max_abs_diff=1e-4,
+    )
+    by_pair = {(r["precision"], r["attention"]): r for r in rows}
+    assert list(by_pair) == [
+        ("fp32", "eager"),
+        ("fp32", "sdpa"),
+        ("bf16", "eager"),
+        ("bf16", "sdpa"),
+        ("fp16", "eager"),
+        ("fp16", "sdpa"),
+    ]
+    assert by_pair["fp32", "eager"]["max_abs_diff"] == 0.0
+    assert by_pair["fp32", "sdpa"]["max_abs_diff"] < 1e-5  # same math, another kernel
+    for attention in ("eager", "sdpa"):
+        bf16 = by_pair["bf16", attention]
+        assert 1e-4 < bf16["max_abs_diff"] < 0.5 and bf16["flagged"] is True
+        assert bf16["mean_abs_diff"] <= bf16["max_abs_diff"]
+        fp16 = by_pair["fp16", attention]
+        assert fp16["skipped_reason"] == "precision=fp16 needs CUDA (device=cpu)"
+        assert fp16["max_abs_diff"] is None and fp16["flagged"] is False
+    assert flagged_pairs(rows) == [("bf16", "eager"), ("bf16", "sdpa")]
+    # A looser tolerance lets bf16 through.
+    loose = numerics_guard(tiny_model, ["bf16"], ["sdpa"], TEXTS, 16, max_abs_diff=0.5)
+    assert loose[0]["flagged"] is False and math.isfinite(loose[0]["max_abs_diff"])
+
+
+def test_guard_needs_texts(tiny_model):  # noqa: F811
+    with pytest.raises(ValueError, match="at least one text"):
+        numerics_guard(tiny_model, ["fp32"], ["eager"], [], 16, 0.05)
