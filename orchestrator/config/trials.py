@@ -113,15 +113,14 @@ class TrialsConfig(StrictModel):
     @model_validator(mode="after")
     def _numerics(self) -> TrialsConfig:
         gpu = self.resources.gpus > 0 or self.allow_cuda_only
-        if not gpu:
-            if "fp16" in self.precisions:
-                raise ValueError(
-                    "precisions contains fp16 but trials.resources.gpus=0: fp16 needs a GPU "
-                    "(set trials.resources.gpus or trials.allow_cuda_only=true)"
-                )
-            if "flash_attention_2" in self.attentions:
-                raise ValueError(
-                    "attentions contains flash_attention_2 but trials.resources.gpus=0: "
-                    "flash_attention_2 needs a GPU"
-                )
+        cuda_only = [p for p in self.precisions if p == "fp16"]
+        cuda_only += [a for a in self.attentions if a == "flash_attention_2"]
+        if cuda_only and not gpu:
+            # Name both axes: a cell is a (precision, attention) pair, either can be the culprit.
+            raise ValueError(
+                f"precisions={list(self.precisions)} with attentions={list(self.attentions)}: "
+                f"{' and '.join(cuda_only)} need a GPU but trials.resources.gpus=0 (set "
+                "trials.resources.gpus, or trials.allow_cuda_only=true to skip those cells "
+                "with the reason recorded on machines without CUDA)"
+            )
         return self

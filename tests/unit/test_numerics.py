@@ -61,3 +61,24 @@ def test_guard_measures_and_flags_against_fp32_eager(tiny_model):  # noqa: F811
 def test_guard_needs_texts(tiny_model):  # noqa: F811
     with pytest.raises(ValueError, match="at least one text"):
         numerics_guard(tiny_model, ["fp32"], ["eager"], [], 16, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("precisions", "attentions", "culprit"),
+    [(["fp32", "fp16"], ["sdpa"], "fp16"), (["bf16"], ["eager", "flash_attention_2"], "flash")],
+)
+def test_config_refuses_cuda_only_numerics_naming_both_fields(precisions, attentions, culprit):
+    from pydantic import ValidationError
+
+    from orchestrator.config.trials import TrialsConfig
+
+    fams = [{"kind": "tfidf_linear"}]
+    with pytest.raises(ValidationError) as err:
+        TrialsConfig(families=fams, precisions=precisions, attentions=attentions)
+    msg = str(err.value)
+    assert f"precisions={precisions}" in msg and f"attentions={attentions}" in msg
+    assert culprit in msg and "trials.resources.gpus=0" in msg
+    # Allowed with a GPU, or when CUDA-only cells may be skipped.
+    TrialsConfig(families=fams, precisions=precisions, attentions=attentions, allow_cuda_only=True)
+    gpu = {"cpus": 1, "gpus": 1}
+    TrialsConfig(families=fams, precisions=precisions, attentions=attentions, resources=gpu)
