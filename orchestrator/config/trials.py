@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from orchestrator.config.base import StrictModel
+from orchestrator.config.fidelity import EncoderConfig
 
 Precision = Literal["fp32", "bf16", "fp16"]
 Attention = Literal["eager", "sdpa", "flash_attention_2"]
@@ -47,6 +48,12 @@ class FrozenHeadFamily(StrictModel):
     head: Literal["linear", "mlp"] = Field("linear", description="Head on frozen embeddings.")
     epochs: int = Field(60, ge=1, description="Head training epochs.")
     learning_rate: float = Field(3e-3, gt=0, description="Head learning rate.")
+    hidden: int = Field(256, ge=1, description="Hidden units of the MLP head.")
+    encoder: EncoderConfig | None = Field(
+        None,
+        description="Frozen sentence encoder; default the fidelity stage's, so both share one "
+        "embedding cache.",
+    )
 
 
 class TfidfLinearFamily(StrictModel):
@@ -89,7 +96,17 @@ class TrialsConfig(StrictModel):
     enabled: bool = Field(True, description="Run the trials stage.")
     families: list[Family] = Field(description="Classifier families in the grid.")
     arms: list[Arm] = Field(["real_only", "real_plus_synthetic"], description="Training mixes.")
+    ratios: list[float] | None = Field(
+        None, description="Synthetic:real ratios of augmented arms; default generation.ratios."
+    )
     fixed_budget: FixedBudgetConfig | None = Field(None, description="Fixed-budget mixing arm.")
+    filter_min_overlap: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="`filtered` arm: keep a synthetic row when the Jaccard overlap of its labels "
+        "with a real-only classifier's prediction reaches this.",
+    )
     orderings: list[Ordering] = Field(["shuffled"], description="Row orderings of mixed arms.")
     losses: list[Loss] = Field(["bce"], description="Training losses.")
     precisions: list[Precision] = Field(["fp32"], description="Training precisions.")
@@ -99,6 +116,9 @@ class TrialsConfig(StrictModel):
     resources: TrialResources = TrialResources()
     max_failures: int = Field(1, ge=0, description="Ray Tune retries of a failed trial.")
     numerics_guard: NumericsGuardConfig = NumericsGuardConfig()
+    thresholds: Literal["global", "per_label"] = Field(
+        "per_label", description="Decision thresholds chosen on val."
+    )
     select_metric: str = Field("val_micro_f1", description="Metric that picks the best trial.")
     retrieval_k: int = Field(10, ge=1, description="k of the nDCG@k retrieval proxy.")
     retrieval_corpus: Literal["test", "train_pool"] = Field(
@@ -112,6 +132,10 @@ class TrialsConfig(StrictModel):
 
     @model_validator(mode="after")
     def _numerics(self) -> TrialsConfig:
+        if "fixed_budget" in self.arms and self.fixed_budget is None:
+            raise ValueError("arms contains fixed_budget but trials.fixed_budget is not set")
+        if self.ratios is not None and any(r <= 0 for r in self.ratios):
+            raise ValueError(f"ratios: every ratio must be positive, got {self.ratios}")
         gpu = self.resources.gpus > 0 or self.allow_cuda_only
         cuda_only = [p for p in self.precisions if p == "fp16"]
         cuda_only += [a for a in self.attentions if a == "flash_attention_2"]

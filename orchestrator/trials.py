@@ -1,0 +1,279 @@
+"""The study grid: one `TrialCell` per trial, expanded from the config (and the real corpora).
+
+Axes: regime x arm x ratio/real fraction x corpus (generator, strategy, variant) x ordering x
+family x loss x precision x attention x seed. Every augmented arm (`real_plus_synthetic`,
+`filtered`, `fixed_budget`, `ensemble`) gets its `duplicate_to_match` volume control: the regime's
+real rows resampled to exactly the augmented arm's size. Augmented arms of equal size share one
+control cell (same regime, family, loss, numerics, seed); its `controls` lists them all.
+
+`expand_grid(cfg)` works from the config alone (for `synthpat plan`), assuming every corpus
+reached its largest volume; the trials stage passes the generated corpora's real row counts and
+the filter's kept counts so that control sizes match the mixes exactly. Trial ids are a digest of
+the cell, so the same config and corpora always give the same ids (the key of resume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from orchestrator.config import StudyConfig
+from orchestrator.config.trials import TrialsConfig
+
+AUGMENTED_ARMS = ("real_plus_synthetic", "filtered", "fixed_budget", "ensemble")
+# The two linear-model losses; focal/asymmetric have no counterpart in scikit-learn's models.
+TFIDF_LOSSES = ("bce", "weighted_bce")
+CUDA_ONLY = {"precision": ("fp16",), "attention": ("flash_attention_2",)}
+#: Attention value recorded for families without attention layers.
+NO_ATTENTION = "none"
+
+
+@dataclass
+class TrialCell:
+    """One trial of the grid; fields an arm does not use stay None (or "")."""
+
+    regime: str
+    arm: str
+    family: str
+    family_kind: str
+    loss: str
+    precision: str
+    attention: str
+    seed: int
+    n_real: int
+    n_train: int  # rows of the mix (planned from the corpora's sizes)
+    ratio: float | None = None
+    real_fraction: float | None = None
+    budget: int | None = None
+    ordering: str = "shuffled"
+    corpus_id: str = ""
+    generator: str = ""
+    strategy: str = ""
+    variant: str = ""
+    members: list[str] = field(default_factory=list)  # ensemble: corpus ids
+    controls: str = ""  # duplicate_to_match: comma-joined trial ids of the arms it controls
+    status: str = "pending"  # pending | skipped
+    reason: str = ""
+    trial_id: str = ""
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the cell (what the trial id digests)."""
+        d = asdict(self)
+        for k in ("controls", "status", "reason", "trial_id", "n_real", "family_kind"):
+            d.pop(k)
+        if self.arm != "duplicate_to_match":
+            d.pop("n_train")  # an augmented arm is named by its recipe, not its realized size
+        return d
+
+    def assign_id(self) -> None:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+        fam = re.sub(r"[^A-Za-z0-9_.-]", "_", self.family)
+        self.trial_id = f"{self.regime}-{self.arm}-{fam}-s{self.seed}-{digest}"
+
+
+def regimes_of(cfg: StudyConfig) -> dict[str, int]:
+    """Regime name -> real rows, for the regimes in the trials grid."""
+    sizes = {r.name: r.size for r in cfg.data.regimes}
+    names = (cfg.trials.regimes if cfg.trials else None) or list(sizes)
+    return {n: sizes[n] for n in names}
+
+
+def planned_corpora(cfg: StudyConfig) -> list[dict[str, Any]]:
+    """The corpora the generate stage will write, each at its largest planned volume."""
+    gen = cfg.generation
+    if gen is None or not gen.enabled:
+        return []
+    sizes = {r.name: r.size for r in cfg.data.regimes}
+    out = []
+    for regime in gen.regimes or list(sizes):
+        for g in gen.generators:
+            for strategy in gen.strategies:
+                for variant in gen.variants:
+                    cid = f"{regime}__{g.name}__{strategy}__{variant}"
+                    rows = int(round(max(gen.ratios) * sizes[regime]))
+                    out.append(
+                        {
+                            "corpus_id": cid,
+                            "regime": regime,
+                            "generator": g.name,
+                            "strategy": strategy,
+                            "variant": variant,
+                            "rows": rows,
+                        }
+                    )
+    return out
+
+
+def ratios_of(cfg: StudyConfig) -> list[float]:
+    t = cfg.trials
+    if t is not None and t.ratios is not None:
+        return list(t.ratios)
+    return list(cfg.generation.ratios) if cfg.generation is not None else [1.0]
+
+
+def volume(ratio: float, n_real: int, corpus_rows: int) -> int:
+    """Synthetic rows of a corpus at `ratio` (capped by what the corpus holds)."""
+    return min(int(round(ratio * n_real)), int(corpus_rows))
+
+
+def expand_grid(
+    cfg: StudyConfig,
+    corpora: list[dict[str, Any]] | None = None,
+    filtered_rows: dict[tuple[str, float], int] | None = None,
+    cuda: bool | None = None,
+) -> list[TrialCell]:
+    """Every trial of the study, ids assigned, controls attached, unrunnable cells skipped.
+
+    `corpora`: generate's corpora.json entries (default: planned from the config).
+    `filtered_rows`: (corpus_id, ratio) -> synthetic rows the agreement filter keeps (default:
+    all of them). `cuda`: whether this machine has CUDA (default: whether trials ask for GPUs).
+    """
+    t = cfg.trials
+    if t is None:
+        return []
+    corpora = planned_corpora(cfg) if corpora is None else corpora
+    cuda = t.resources.gpus > 0 if cuda is None else cuda
+    cells: list[TrialCell] = []
+    for regime, n_real in regimes_of(cfg).items():
+        mixes = _mixes(cfg, t, regime, n_real, corpora, filtered_rows or {})
+        for model in _model_axes(t, cuda):
+            for seed in t.seeds:
+                cells.extend(_cells_for(regime, n_real, mixes, model, seed))
+    return cells
+
+
+def _mixes(
+    cfg: StudyConfig,
+    t: TrialsConfig,
+    regime: str,
+    n_real: int,
+    corpora: list[dict[str, Any]],
+    filtered_rows: dict[tuple[str, float], int],
+) -> list[dict[str, Any]]:
+    """The training mixes of one regime (without model axes): dicts of TrialCell fields."""
+    own = [c for c in corpora if c["regime"] == regime]
+    ratios = ratios_of(cfg)
+    out: list[dict[str, Any]] = []
+    if "real_only" in t.arms:
+        out.append({"arm": "real_only", "n_train": n_real})
+    for c in own:
+        prov = {k: c.get(k, "") for k in ("corpus_id", "generator", "strategy", "variant")}
+        for ordering in t.orderings:
+            for r in ratios:
+                syn = volume(r, n_real, c["rows"])
+                if "real_plus_synthetic" in t.arms:
+                    out.append(
+                        {"arm": "real_plus_synthetic", "ratio": r, "ordering": ordering, **prov}
+                        | {"n_train": n_real + syn}
+                    )
+                if "filtered" in t.arms:
+                    kept = filtered_rows.get((c["corpus_id"], r), syn)
+                    out.append(
+                        {"arm": "filtered", "ratio": r, "ordering": ordering, **prov}
+                        | {"n_train": n_real + kept}
+                    )
+            if "fixed_budget" in t.arms and t.fixed_budget is not None:
+                for f in t.fixed_budget.real_fractions:
+                    out.append(
+                        {
+                            "arm": "fixed_budget",
+                            "real_fraction": f,
+                            "budget": t.fixed_budget.budget,
+                            "ordering": ordering,
+                            "n_train": t.fixed_budget.budget,
+                            **prov,
+                        }
+                    )
+    if "ensemble" in t.arms and len(own) >= 2:
+        for r in ratios:
+            # The control matches all the data the ensemble saw: real rows plus every member's
+            # synthetic volume.
+            syn = sum(volume(r, n_real, c["rows"]) for c in own)
+            out.append(
+                {
+                    "arm": "ensemble",
+                    "ratio": r,
+                    "members": [c["corpus_id"] for c in own],
+                    "generator": "+".join(sorted({str(c.get("generator", "")) for c in own})),
+                    "n_train": n_real + syn,
+                }
+            )
+    return out
+
+
+def _model_axes(t: TrialsConfig, cuda: bool) -> list[dict[str, Any]]:
+    """(family, loss, precision, attention) combinations, each with a skip reason or ""."""
+    out = []
+    for fam in t.families:
+        numerics = (
+            [(p, a) for p in t.precisions for a in t.attentions]
+            if fam.kind == "finetune"
+            else [("fp32", NO_ATTENTION)]
+        )
+        for loss in t.losses:
+            for precision, attention in numerics:
+                reason = ""
+                if fam.kind == "tfidf_linear" and loss not in TFIDF_LOSSES:
+                    reason = f"family tfidf_linear supports loss {list(TFIDF_LOSSES)}, not {loss}"
+                elif not cuda and (
+                    precision in CUDA_ONLY["precision"] or attention in CUDA_ONLY["attention"]
+                ):
+                    reason = f"precision={precision} with attention={attention} needs CUDA"
+                out.append(
+                    {
+                        "family": fam.name,
+                        "family_kind": fam.kind,
+                        "loss": loss,
+                        "precision": precision,
+                        "attention": attention,
+                        "reason": reason,
+                    }
+                )
+    return out
+
+
+def _cells_for(
+    regime: str, n_real: int, mixes: list[dict[str, Any]], model: dict[str, Any], seed: int
+) -> list[TrialCell]:
+    reason = model["reason"]
+    base = {k: v for k, v in model.items() if k != "reason"}
+    status = "skipped" if reason else "pending"
+    cells, controls = [], {}
+    for mix in mixes:
+        cell = TrialCell(
+            regime=regime, seed=seed, n_real=n_real, status=status, reason=reason, **base, **mix
+        )
+        cell.assign_id()
+        cells.append(cell)
+        if cell.arm in AUGMENTED_ARMS:
+            controls.setdefault(cell.n_train, []).append(cell.trial_id)
+    for size, ids in sorted(controls.items()):
+        ctl = TrialCell(
+            regime=regime,
+            arm="duplicate_to_match",
+            seed=seed,
+            n_real=n_real,
+            n_train=size,
+            status=status,
+            reason=reason,
+            controls=",".join(ids),
+            **base,
+        )
+        if size < n_real and not reason:
+            ctl.status, ctl.reason = "skipped", f"augmented size {size} below {n_real} real rows"
+        ctl.assign_id()
+        cells.append(ctl)
+    return cells
+
+
+def check_unique(cells: list[TrialCell]) -> None:
+    """Refuse a grid with two cells of the same id (two equal cells would race on one folder)."""
+    seen: dict[str, TrialCell] = {}
+    for c in cells:
+        if c.trial_id in seen:
+            raise ValueError(f"trials grid: two cells share trial_id {c.trial_id}: {c.identity()}")
+        seen[c.trial_id] = c

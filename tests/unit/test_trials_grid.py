@@ -1,0 +1,131 @@
+"""The study grid: cells, automatic volume controls, skipped numerics, stable trial ids."""
+
+from collections import Counter
+
+import pytest
+from pydantic import ValidationError
+
+from orchestrator.config import StudyConfig
+from orchestrator.config.trials import TrialsConfig
+from orchestrator.trials import check_unique, expand_grid
+
+GEN = {
+    "generators": [{"kind": "vllm", "name": "g", "model": "embedded:smollm2-135m"}],
+    "strategies": ["synthesis", "paraphrase"],
+    "ratios": [1.0, 2.0],
+}
+
+
+def study(trials: dict, generation: dict | None = GEN) -> StudyConfig:
+    tree = {
+        "study": "grid",
+        "data": {"source": {"path": "x.jsonl"}, "regimes": [{"name": "r40", "size": 40}]},
+        "trials": trials,
+    }
+    if generation is not None:
+        tree["generation"] = generation
+    return StudyConfig.model_validate(tree)
+
+
+def fam(kind: str, **kw) -> dict:
+    return {"kind": kind, "name": kind, **kw}
+
+
+def test_every_augmented_arm_has_a_control_of_exactly_its_size():
+    cfg = study(
+        {
+            "families": [fam("frozen_head")],
+            "arms": ["real_only", "real_plus_synthetic", "fixed_budget"],
+            "fixed_budget": {"budget": 100, "real_fractions": [0.2, 1.0]},
+            "seeds": [0, 1],
+        }
+    )
+    cells = expand_grid(cfg)
+    check_unique(cells)
+    by_id = {c.trial_id: c for c in cells}
+    arms = Counter(c.arm for c in cells)
+    # Per seed: 1 real_only, 2 corpora x 2 ratios, 2 corpora x 2 fractions.
+    assert arms["real_only"] == 2
+    assert arms["real_plus_synthetic"] == 8
+    assert arms["fixed_budget"] == 8
+    # Sizes 80, 120 (ratio 1, 2) and 100 (budget): one shared control per size and seed.
+    controls = [c for c in cells if c.arm == "duplicate_to_match"]
+    assert sorted(c.n_train for c in controls) == [80, 80, 100, 100, 120, 120]
+    controlled = set()
+    for ctl in controls:
+        for tid in ctl.controls.split(","):
+            aug = by_id[tid]
+            assert aug.n_train == ctl.n_train and aug.seed == ctl.seed
+            controlled.add(tid)
+    augmented = {c.trial_id for c in cells if c.arm in ("real_plus_synthetic", "fixed_budget")}
+    assert controlled == augmented
+    budget = [c for c in cells if c.arm == "fixed_budget"]
+    assert {(c.budget, c.real_fraction) for c in budget} == {(100, 0.2), (100, 1.0)}
+
+
+def test_trial_ids_are_stable_and_depend_on_the_cell():
+    cfg = study({"families": [fam("tfidf_linear")], "seeds": [0, 1]})
+    a = [c.trial_id for c in expand_grid(cfg)]
+    b = [c.trial_id for c in expand_grid(cfg)]
+    assert a == b and len(set(a)) == len(a) == 2 * (1 + 4 + 2)
+    assert all(t.startswith("r40-") for t in a)
+    assert sum("-real_only-tfidf_linear-s1-" in t for t in a) == 1
+
+
+def test_real_corpus_sizes_and_filter_counts_set_control_sizes():
+    cfg = study({"families": [fam("frozen_head")], "arms": ["filtered"], "ratios": [2.0]})
+    corpora = [
+        {"corpus_id": "r40__g__synthesis__plain", "regime": "r40", "generator": "g", "rows": 50},
+    ]
+    cells = expand_grid(cfg, corpora=corpora, filtered_rows={("r40__g__synthesis__plain", 2.0): 17})
+    filt = [c for c in cells if c.arm == "filtered"]
+    ctl = [c for c in cells if c.arm == "duplicate_to_match"]
+    assert [c.n_train for c in filt] == [57] and [c.n_train for c in ctl] == [57]
+    assert ctl[0].controls == filt[0].trial_id
+
+
+def test_ensemble_arm_needs_two_corpora_and_its_control_counts_every_member():
+    cfg = study({"families": [fam("frozen_head")], "arms": ["ensemble"], "ratios": [1.0]})
+    cells = expand_grid(cfg)
+    ens = [c for c in cells if c.arm == "ensemble"]
+    assert len(ens) == 1 and len(ens[0].members) == 2
+    assert ens[0].n_train == 40 + 40 + 40
+    assert [c.n_train for c in cells if c.arm == "duplicate_to_match"] == [120]
+
+
+def test_cuda_only_numerics_are_skipped_with_the_reason_and_tfidf_losses_checked():
+    cfg = study(
+        {
+            "families": [fam("finetune"), fam("tfidf_linear")],
+            "arms": ["real_only"],
+            "precisions": ["fp32", "fp16"],
+            "attentions": ["sdpa"],
+            "losses": ["bce", "focal"],
+            "allow_cuda_only": True,
+        },
+        generation=None,
+    )
+    cells = expand_grid(cfg, cuda=False)
+    status = Counter((c.family, c.precision, c.loss, c.status) for c in cells)
+    assert status[("finetune", "fp16", "bce", "skipped")] == 1
+    assert status[("finetune", "fp32", "focal", "pending")] == 1
+    assert status[("tfidf_linear", "fp32", "focal", "skipped")] == 1
+    fp16 = next(c for c in cells if c.precision == "fp16")
+    assert fp16.reason == "precision=fp16 with attention=sdpa needs CUDA"
+    assert all(c.attention == "none" for c in cells if c.family == "tfidf_linear")
+    assert sum(c.status == "pending" for c in expand_grid(cfg, cuda=True)) == 5
+
+
+def test_invalid_numerics_refused_naming_both_fields():
+    with pytest.raises(ValidationError, match="fp16 need a GPU") as err:
+        TrialsConfig.model_validate(
+            {"families": [fam("finetune")], "precisions": ["fp16"], "attentions": ["sdpa"]}
+        )
+    assert "precisions=['fp16'] with attentions=['sdpa']" in str(err.value)
+    with pytest.raises(ValidationError, match="flash_attention_2 need a GPU") as err:
+        TrialsConfig.model_validate(
+            {"families": [fam("finetune")], "attentions": ["flash_attention_2"]}
+        )
+    assert "precisions=['fp32'] with attentions=['flash_attention_2']" in str(err.value)
+    with pytest.raises(ValidationError, match="fixed_budget is not set"):
+        TrialsConfig.model_validate({"families": [fam("finetune")], "arms": ["fixed_budget"]})
