@@ -152,27 +152,24 @@ def _postprocess(max_tokens: int):
     return post
 
 
-def _normalize(batch: pd.DataFrame) -> pd.DataFrame:
-    """Output batch -> RESULT_COLUMNS; rows the engine failed keep their error."""
-    err = batch[_ERROR].fillna("") if _ERROR in batch.columns else pd.Series("", index=batch.index)
-    failed = err.astype(str).ne("")
-    out = pd.DataFrame(index=batch.index)
-    out["id"] = (
-        batch["id"].where(~failed, batch.get("row_id")) if "id" in batch else batch["row_id"]
-    )
-    out["text"] = batch["text"].where(~failed, "") if "text" in batch else ""
-    out["status"] = failed.map({True: "failed", False: "ok"})
-    out["error"] = err.astype(str)
-    out["finish_reason"] = (
-        batch["finish_reason"].where(~failed, "error") if "finish_reason" in batch else "error"
-    )
-    for col in ("prompt_tokens", "output_tokens"):
-        out[col] = batch[col].fillna(0).astype(int) if col in batch else 0
-    out["gen_seconds"] = (
-        batch["gen_seconds"].fillna(0.0).astype(float) if "gen_seconds" in batch else 0.0
-    )
-    out["attempts"] = batch["attempts"].astype(int)
-    return out[RESULT_COLUMNS].reset_index(drop=True)
+def _project(row: dict[str, Any]) -> dict[str, Any]:
+    """Any output row -> RESULT_COLUMNS with flat values; a failed row keeps its error."""
+    error = str(row.get(_ERROR) or "")
+    if not error:
+        return {c: row[c] for c in RESULT_COLUMNS}
+    # Failed rows skip the processor's postprocess and carry the whole request (nested chat
+    # messages, sampling params): flatten them here so every block has the same schema.
+    return {
+        "id": row["row_id"],
+        "text": "",
+        "status": "failed",
+        "error": error,
+        "finish_reason": "error",
+        "prompt_tokens": 0,
+        "output_tokens": 0,
+        "gen_seconds": 0.0,
+        "attempts": int(row["attempts"]),
+    }
 
 
 def pending(
@@ -235,10 +232,12 @@ def _run_round(
         processor_config(gen, model_path),
         preprocess=_preprocess(gen),
         postprocess=_postprocess(gen.max_tokens),
+        # The light steps: a whole CPU each would starve the engine on a small machine.
         preprocess_map_kwargs={"num_cpus": LIGHT_CPUS},
         postprocess_map_kwargs={"num_cpus": LIGHT_CPUS},
     )
     ds = processor(ray.data.from_items([request_row(p, a) for p, a in todo]))
+    ds = ds.map(_project, num_cpus=LIGHT_CPUS)
     retry = sum(a > 1 for _, a in todo)
     desc = f"generate {gen.name}" + (f" (retrying {retry})" if retry else "")
     bar = tqdm(total=len(todo), desc=desc, unit="row", disable=not progress)
@@ -246,7 +245,7 @@ def _run_round(
     try:
         # Small batches: each lands as its own shard, so a kill loses at most one batch.
         for batch in ds.iter_batches(batch_size=gen.batch_size, batch_format="pandas"):
-            rows = _normalize(batch)
+            rows = batch[RESULT_COLUMNS]
             store.write(rows)
             tokens += int(rows["output_tokens"].sum())
             failed += int(rows["status"].ne("ok").sum())

@@ -1,0 +1,155 @@
+"""Generation bookkeeping without Ray: shards, what is pending, row projection, stage helpers."""
+
+import pandas as pd
+import pytest
+
+from orchestrator.config.generation import GenerationConfig, VllmGenerator
+from orchestrator.generation import (
+    RESULT_COLUMNS,
+    ShardStore,
+    _postprocess,
+    _preprocess,
+    _project,
+    pending,
+)
+from orchestrator.stages.generate import corpus_rows, planned_rows
+from tasks.prompts import PromptRow
+
+
+def _row(i: int, seed: int = 5, variant: str = "plain") -> PromptRow:
+    return PromptRow(
+        row_id=f"r8__synthesis__{variant}__{i:06d}",
+        volume_rank=i,
+        regime="r8",
+        strategy="synthesis",
+        variant=variant,
+        target_labels=("A61F", "G09B"),
+        exemplar_ids=("p1", "p2"),
+        source_id=None,
+        messages=({"role": "system", "content": "s"}, {"role": "user", "content": "u"}),
+        template_hash="abc123",
+        seed=seed + i,
+    )
+
+
+def _result(row_id: str, status: str, attempts: int, text: str = "") -> dict:
+    return {
+        "id": row_id,
+        "text": text,
+        "status": status,
+        "error": "" if status == "ok" else "ValueError: too long",
+        "finish_reason": "stop" if status == "ok" else "error",
+        "prompt_tokens": 10,
+        "output_tokens": 3 if status == "ok" else 0,
+        "gen_seconds": 0.5,
+        "attempts": attempts,
+    }
+
+
+def test_shard_store_keeps_one_record_per_id_preferring_ok(tmp_path):
+    store = ShardStore(tmp_path)
+    assert store.read().empty and list(store.read().columns) == RESULT_COLUMNS
+    store.write(pd.DataFrame([_result("a", "failed", 1), _result("b", "ok", 1, "B")]))
+    store.write(pd.DataFrame([_result("a", "ok", 2, "A"), _result("c", "failed", 1)]))
+    # The same row written twice (a task Ray ran again) is read once.
+    store.write(pd.DataFrame([_result("b", "ok", 1, "B")]))
+    done = store.read().set_index("id")
+    assert sorted(done.index) == ["a", "b", "c"]
+    assert done.loc["a", "text"] == "A" and done.loc["a", "attempts"] == 2
+    assert done.loc["c", "status"] == "failed"
+    assert len(store.shards()) == 3 and not list(tmp_path.glob(".*tmp"))
+
+
+def test_pending_runs_new_rows_and_failed_rows_with_retries_left():
+    prompts = [_row(i) for i in range(4)]
+    ids = [p.row_id for p in prompts]
+    done = pd.DataFrame(
+        [_result(ids[0], "ok", 1), _result(ids[1], "failed", 1), _result(ids[2], "failed", 3)]
+    )
+    todo = [(p.row_id, a) for p, a in pending(prompts, done, max_retries=2)]
+    # ids[2] failed 3 times = 1 + max_retries: given up.
+    assert todo == [(ids[1], 2), (ids[3], 1)]
+    assert [(p.row_id, a) for p, a in pending(prompts, done, max_retries=0)] == [(ids[3], 1)]
+
+
+def test_project_flattens_failed_rows_and_passes_ok_rows():
+    failed = {
+        "row_id": "x",
+        "attempts": 2,
+        "__inference_error__": "ValueError: prompt too long",
+        "messages": [{"role": "user", "content": "u"}],
+        "sampling_params": {"seed": 3},
+    }
+    out = _project(failed)
+    assert list(out) == RESULT_COLUMNS
+    assert (out["id"], out["status"], out["attempts"]) == ("x", "failed", 2)
+    assert out["error"] == "ValueError: prompt too long" and out["text"] == ""
+    ok = {**_result("y", "ok", 1, "T"), "__inference_error__": "", "extra": 1}
+    assert _project(ok) == _result("y", "ok", 1, "T")
+
+
+def test_pre_and_postprocess_carry_seed_and_finish_reason():
+    gen = VllmGenerator(name="g", model="embedded:smollm2-135m", max_tokens=16, temperature=0.5)
+    pre = _preprocess(gen)(
+        {"row_id": "x", "messages": [{"role": "user"}], "seed": 42, "attempts": 1}
+    )
+    assert pre["sampling_params"] == {
+        "temperature": 0.5,
+        "top_p": 0.95,
+        "max_tokens": 16,
+        "seed": 42,
+    }
+    post = _postprocess(16)
+    base = {"row_id": "x", "generated_text": "t", "num_input_tokens": 9, "time_taken_llm": 1.5}
+    assert post({**base, "num_generated_tokens": 16, "attempts": 1})["finish_reason"] == "length"
+    cut = post({**base, "num_generated_tokens": 7, "attempts": 3})
+    assert (cut["finish_reason"], cut["output_tokens"], cut["attempts"]) == ("stop", 7, 3)
+
+
+def test_planned_rows_cover_the_largest_ratio_plus_headroom():
+    gens = [{"kind": "vllm", "name": "g", "model": "embedded:smollm2-135m"}]
+    cfg = GenerationConfig(generators=gens, ratios=[1, 2, 0.5])
+    assert planned_rows(cfg, 48) == 96
+    cfg = GenerationConfig(generators=gens, ratios=[1, 2], headroom=0.25)
+    assert planned_rows(cfg, 48) == 120
+
+
+def test_corpus_rows_join_results_with_provenance_and_mask_names():
+    rows = [_row(0, variant="label_name_masking"), _row(1, variant="label_name_masking")]
+    by_id = pd.DataFrame(
+        [
+            _result(rows[0].row_id, "ok", 1, "Assistant: A walking aid for the blind."),
+            _result(rows[1].row_id, "failed", 2),
+        ]
+    ).set_index("id")
+    table = corpus_rows(rows, by_id, "smol", {"A61F": "walking aid"})
+    assert table.id.tolist() == [
+        "r8__smol__synthesis__label_name_masking__000000",
+        "r8__smol__synthesis__label_name_masking__000001",
+    ]
+    first = table.iloc[0]
+    assert "walking aid" not in first.text.lower() and "[LABEL]" in first.text
+    assert first.labels == ["A61F", "G09B"] and first.exemplar_ids == ["p1", "p2"]
+    assert (first.prompt_hash, first.seed, first.generator) == ("abc123", 5, "smol")
+    assert table.status.tolist() == ["ok", "failed"] and table.iloc[1].text == ""
+    assert table.attempts.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("field", ["concurrency", "batch_size", "kv_cache_gib"])
+def test_scheduling_fields_do_not_change_the_stage_fingerprint(field):
+    from orchestrator.config import StudyConfig
+    from orchestrator.stages.generate import GenerateStage
+
+    def cfg(**gen):
+        return StudyConfig.model_validate(
+            {
+                "study": "s",
+                "data": {"source": {"path": "x.jsonl"}, "regimes": [{"name": "r8", "size": 8}]},
+                "generation": {"generators": [{"kind": "vllm", "name": "g", "model": "m", **gen}]},
+            }
+        )
+
+    stage = GenerateStage()
+    assert stage.config_subset(cfg()) == stage.config_subset(cfg(**{field: 4}))
+    assert stage.config_subset(cfg()) != stage.config_subset(cfg(max_tokens=99))
+    assert stage.config_subset(cfg())["regimes"] == ["r8"]
