@@ -39,7 +39,20 @@ class ServeConfig(StrictModel):
         "truncate", description="Truncate (and say so) or reject (413) over-long texts."
     )
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body.")
+    max_ongoing_requests: int = Field(
+        128, ge=1, description="Requests a replica holds at once; caps how full a batch gets."
+    )
     num_cpus: float = Field(1, gt=0, description="CPUs per replica.")
     num_gpus: float = Field(0, ge=0, description="GPUs per replica.")
     autoscaling: AutoscalingConfig = AutoscalingConfig()
     select_metric: str = Field("val_micro_f1", description="Metric that picks the checkpoint.")
+    smoke: bool = Field(True, description="Run the serve smoke test at the end of `synthpat run`.")
+
+    @model_validator(mode="after")
+    def _batching(self) -> ServeConfig:
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"max_ongoing_requests={self.max_ongoing_requests} is below "
+                f"max_batch_size={self.max_batch_size}: batches could never fill"
+            )
+        return self

@@ -1,0 +1,98 @@
+"""Which checkpoint to serve: the best finished trial by the configured validation metric."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS = "results.parquet"
+
+
+@dataclass(frozen=True)
+class Selection:
+    trial_id: str
+    path: Path
+    metric: str
+    value: float | None
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+def trials_dir(run_dir: Path | str) -> Path:
+    """`runs/<study>/trials`, or the folder itself when it already holds results.parquet."""
+    run_dir = Path(run_dir)
+    return run_dir if (run_dir / RESULTS).is_file() else run_dir / "trials"
+
+
+def select_checkpoint(
+    run_dir: Path | str, metric: str = "val_micro_f1", trial_id: str | None = None
+) -> Selection:
+    """The trial with the highest `metric` among those with a checkpoint (or `trial_id`).
+
+    Ties go to the smaller trial id so that the choice does not depend on row order.
+    """
+    import pandas as pd
+
+    tdir = trials_dir(run_dir)
+    results = tdir / RESULTS
+    if not results.is_file():
+        raise FileNotFoundError(f"{results}: no trial results; run the trials stage first")
+    df = pd.read_parquet(results)
+    for col in ("trial_id", "checkpoint"):
+        if col not in df.columns:
+            raise ValueError(f"{results}: no column {col!r}")
+    if trial_id is not None:
+        hit = df[df.trial_id.astype(str) == str(trial_id)]
+        if hit.empty:
+            raise ValueError(f"--checkpoint {trial_id!r}: no such trial_id in {results}")
+        row = hit.iloc[0].to_dict()
+        if not _has_checkpoint(row):
+            raise ValueError(f"--checkpoint {trial_id!r}: the trial has no checkpoint")
+        return _selection(tdir, row, metric)
+    if metric not in df.columns:
+        numeric = [c for c in df.columns if c.startswith(("val_", "test_"))]
+        raise ValueError(f"serve.select_metric={metric!r}: not a column of {results}; {numeric}")
+    ok = df[df.get("status", "ok").astype(str).eq("ok")] if "status" in df.columns else df
+    rows = [r for r in ok.to_dict(orient="records") if _has_checkpoint(r)]
+    rows = [r for r in rows if _finite(r.get(metric))]
+    if not rows:
+        raise ValueError(f"{results}: no finished trial with a checkpoint and a {metric} value")
+    best = min(rows, key=lambda r: (-float(r[metric]), str(r["trial_id"])))
+    return _selection(tdir, best, metric)
+
+
+def _has_checkpoint(row: dict[str, Any]) -> bool:
+    value = row.get("checkpoint")
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _selection(tdir: Path, row: dict[str, Any], metric: str) -> Selection:
+    given = Path(row["checkpoint"])
+    path = given if given.is_absolute() else tdir / given
+    if not (path / "classifier.json").is_file():
+        raise FileNotFoundError(f"{path}: checkpoint of trial {row['trial_id']} has no files")
+    value = row.get(metric)
+    return Selection(
+        trial_id=str(row["trial_id"]),
+        path=path,
+        metric=metric,
+        value=float(value) if _finite(value) else None,
+        row={k: _plain(v) for k, v in row.items()},
+    )
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and NaN to JSON-friendly values (the row is shown by /v1/model)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
