@@ -88,6 +88,12 @@ def fidelity(config: ConfigArg, overrides: Overrides = None, force: Force = Fals
 
 
 @app.command()
+def trials(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+    """Run the classifier grid on Ray Tune (resumes a killed run without re-running trials)."""
+    _run(_load(config, overrides), ["trials"], force)
+
+
+@app.command()
 def run(
     config: ConfigArg,
     overrides: Overrides = None,

@@ -6,11 +6,13 @@ from orchestrator.stages.base import Stage, StageContext, StageOutput, run_dir_f
 from orchestrator.stages.fidelity import FidelityStage
 from orchestrator.stages.generate import GenerateStage
 from orchestrator.stages.prepare import PrepareStage
+from orchestrator.stages.trials import TrialsStage
 
 STAGES: list[Stage] = [
     PrepareStage(),
     GenerateStage(),
     FidelityStage(),
+    TrialsStage(),
 ]
 
 

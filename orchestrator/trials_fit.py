@@ -1,0 +1,276 @@
+"""One trial's work, without Ray Tune: build the mix, train the family, evaluate, save.
+
+`run_cell(cell, data, family, ...)` is what the Tune trainable calls; it is plain Python so the
+trial can also be run and debugged in-process. Embeddings for `frozen_head` come precomputed in
+`TrialData` (the shared embedding cache, filled once per corpus by the stage), and tokenization
+for `finetune` goes through `tokenize_cached`, so nothing is computed once per trial that could
+be computed once per corpus.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.trials import TrialCell
+
+#: results.parquet columns (docs/artifacts.md).
+RESULT_COLUMNS = [
+    "trial_id",
+    "regime",
+    "arm",
+    "controls",
+    "ratio",
+    "real_fraction",
+    "ordering",
+    "generator",
+    "strategy",
+    "variant",
+    "family",
+    "loss",
+    "precision",
+    "attention",
+    "seed",
+    "n_train",
+    "n_real",
+    "n_synthetic",
+    "status",
+    "reason",
+    "val_micro_f1",
+    "test_micro_f1",
+    "test_macro_f1",
+    "test_samples_f1",
+    "test_precision",
+    "test_recall",
+    "test_ndcg10",
+    "numerics_flag",
+    "checkpoint",
+    "trained_at",
+    "train_seconds",
+]
+
+
+@dataclass
+class TrialData:
+    """Everything a trial reads, shipped once to the object store (`tune.with_parameters`)."""
+
+    labels: list[str]
+    names: list[str]
+    real: dict[str, pd.DataFrame]  # regime -> real rows
+    corpora: dict[str, pd.DataFrame]  # corpus_id -> synthetic rows
+    val: pd.DataFrame
+    test: pd.DataFrame
+    retrieval: pd.DataFrame | None = None  # ranked documents; None: the test set itself
+    emb_index: dict[str, int] = field(default_factory=dict)  # text -> row of `emb`
+    emb: np.ndarray | None = None
+    encoder: dict[str, Any] = field(default_factory=dict)  # {model, max_length}
+    fidelity: dict[str, dict[str, float]] = field(default_factory=dict)  # corpus -> id -> score
+    keep_ids: dict[str, list[str]] = field(default_factory=dict)  # "<corpus>@<ratio>" -> ids
+    cache_dir: str = ""
+    thresholds: str = "per_label"
+    retrieval_k: int = 10
+
+    def embeddings(self, texts: list[str]) -> np.ndarray:
+        if self.emb is None:
+            raise ValueError("frozen_head trials need embeddings; none were computed")
+        return self.emb[[self.emb_index[t] for t in texts]]
+
+    def y(self, df: pd.DataFrame) -> np.ndarray:
+        from orchestrator.train import label_matrix
+
+        return label_matrix(df, self.labels)
+
+
+def keep_key(corpus_id: str, ratio: float | None) -> str:
+    return f"{corpus_id}@{ratio}"
+
+
+def build_cell_mix(cell: TrialCell, data: TrialData, corpus_id: str | None = None) -> pd.DataFrame:
+    """The training rows of a cell (of one ensemble member when `corpus_id` is given)."""
+    from tasks.mixes import MixSpec, build_mix
+
+    cid = corpus_id or cell.corpus_id
+    arm = "real_plus_synthetic" if cell.arm == "ensemble" else cell.arm
+    keep = data.keep_ids.get(keep_key(cid, cell.ratio)) if arm == "filtered" else None
+    spec = MixSpec(
+        arm=arm,
+        seed=cell.seed,
+        ratio=cell.ratio,
+        real_fraction=cell.real_fraction,
+        budget=cell.budget,
+        target_size=cell.n_train if arm == "duplicate_to_match" else None,
+        ordering=cell.ordering,
+        keep_ids=frozenset(keep) if keep is not None else None,
+    )
+    fid = pd.Series(data.fidelity[cid]) if cid in data.fidelity else None
+    synthetic = data.corpora[cid] if cid else None
+    return build_mix(data.real[cell.regime], synthetic, spec, fid)
+
+
+class _Fitted:
+    """A trained classifier plus how to score texts with it (cached embeddings when possible)."""
+
+    def __init__(self, clf: Any, scorer: Any):
+        self.clf = clf
+        self.scorer = scorer  # texts -> (proba, doc embeddings)
+
+
+def _fit_one(
+    cell: TrialCell, mix: pd.DataFrame, data: TrialData, family: Any, env: dict[str, Any]
+) -> _Fitted:
+    from tasks.heads import HeadConfig, TfidfConfig, train_frozen_head, train_tfidf_linear
+
+    common = {"labels": data.labels, "names": data.names}
+    y = data.y(mix)
+    texts = mix["text"].astype(str).tolist()
+    shuffle = cell.ordering == "shuffled"
+    if cell.family_kind == "frozen_head":
+        from tasks.checkpoint import FrozenHeadClassifier
+
+        cfg = HeadConfig(
+            head=family.head,
+            hidden=family.hidden,
+            epochs=family.epochs,
+            learning_rate=family.learning_rate,
+        )
+        head = train_frozen_head(
+            data.embeddings(texts), y, cfg, cell.loss, cell.seed, shuffle, env.get("threads")
+        )
+        clf = FrozenHeadClassifier(
+            head, data.encoder["model"], int(data.encoder["max_length"]), **common
+        )
+
+        def score(t: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            x = data.embeddings(t)
+            return clf.proba_from_embeddings(x), clf.embed_from_embeddings(x)
+
+        return _Fitted(clf, score)
+    if cell.family_kind == "tfidf_linear":
+        cfg_t = TfidfConfig(ngram_max=family.ngram_max, C=family.C)
+        clf = train_tfidf_linear(texts, y, cfg_t, cell.loss, cell.seed, **common)
+        return _Fitted(clf, clf.proba_and_embed)
+    if cell.family_kind == "finetune":
+        from orchestrator.train import fit_finetune
+
+        clf = fit_finetune(
+            family,
+            mix,
+            data.val,
+            data.labels,
+            cell.loss,
+            cell.precision,
+            cell.attention,
+            cell.seed,
+            Path(data.cache_dir),
+            Path(env["storage_dir"]),
+            names=data.names,
+            shuffle=shuffle,
+            cpus_per_worker=env.get("cpus", 1.0),
+            gpus_per_worker=env.get("gpus", 0.0),
+            device="cuda" if env.get("gpus", 0.0) > 0 else "cpu",
+        )
+        clf.meta["attention"] = cell.attention
+        return _Fitted(clf, clf.proba_and_embed)
+    raise ValueError(f"family kind {cell.family_kind!r} is not known")
+
+
+def _score(fits: list[_Fitted], texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean probability over members; embeddings concatenated after unit-normalizing each, so the
+    cosine of two documents is the mean of the members' cosines."""
+    probas, embs = [], []
+    for f in fits:
+        p, e = f.scorer(texts)
+        probas.append(p)
+        e = np.asarray(e, dtype=np.float32)
+        embs.append(e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12))
+    emb = embs[0] if len(embs) == 1 else np.concatenate(embs, axis=1) / np.sqrt(len(embs))
+    return np.mean(probas, axis=0), emb
+
+
+def run_cell(
+    cell: TrialCell, data: TrialData, family: Any, out_dir: Path, env: dict[str, Any]
+) -> dict[str, Any]:
+    """Train and evaluate one cell; write its checkpoint to `out_dir`; return its results row.
+
+    `env`: threads, cpus, gpus (per trial or per Train worker) and storage_dir (Ray Train runs).
+    """
+    from tasks.checkpoint import save_classifier
+    from tasks.evaluation import choose_thresholds, classification_metrics, ndcg_at_k
+    from tasks.mixes import mix_counts
+
+    t0 = time.perf_counter()
+    members = cell.members if cell.arm == "ensemble" else [None]
+    mixes = [build_cell_mix(cell, data, cid) for cid in members]
+    fits = [_fit_one(cell, mix, data, family, env) for mix in mixes]
+    counts = mix_counts(pd.concat(mixes, ignore_index=True))
+    if cell.arm == "ensemble":  # the members share the real rows: count them once
+        counts["n_real"] = mix_counts(mixes[0])["n_real"]
+        counts["n_train"] = counts["n_real"] + counts["n_synthetic"]
+    if cell.arm == "duplicate_to_match" and counts["n_train"] != cell.n_train:
+        raise RuntimeError(
+            f"{cell.trial_id}: control has {counts['n_train']} rows, expected {cell.n_train}"
+        )
+
+    val_texts, test_texts = data.val["text"].tolist(), data.test["text"].tolist()
+    y_val, y_test = data.y(data.val), data.y(data.test)
+    p_val, _ = _score(fits, val_texts)
+    thresholds = choose_thresholds(y_val, p_val, data.thresholds)
+    val = classification_metrics(y_val, p_val, thresholds)
+    p_test, e_test = _score(fits, test_texts)
+    test = classification_metrics(y_test, p_test, thresholds)
+    if data.retrieval is None:
+        ndcg = ndcg_at_k(e_test, y_test, k=data.retrieval_k)
+    else:
+        _, e_ret = _score(fits, data.retrieval["text"].tolist())
+        ndcg = ndcg_at_k(e_test, y_test, e_ret, data.y(data.retrieval), k=data.retrieval_k)
+
+    metrics = {
+        "val_micro_f1": val["micro_f1"],
+        **{f"test_{k}": v for k, v in test.items() if k != "per_label_f1"},
+        "test_ndcg10": ndcg,
+    }
+    mix_info = {k: getattr(cell, k) for k in ("arm", "regime", "ratio", "real_fraction")}
+    mix_info.update(ordering=cell.ordering, corpus_id=cell.corpus_id, members=cell.members)
+    mix_info.update(counts)
+    provenance = {"trial_id": cell.trial_id, "seed": cell.seed, "loss": cell.loss}
+    per_label = {"test_per_label_f1": test["per_label_f1"]}
+    if len(fits) == 1:
+        fits[0].clf.thresholds = thresholds
+        save_classifier(
+            out_dir,
+            fits[0].clf,
+            metrics={**metrics, **per_label},
+            mix=mix_info,
+            provenance=provenance,
+        )
+    else:
+        # Ensemble: one classifier folder per member; the ensemble's thresholds apply to the mean.
+        import json
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for cid, f in zip(members, fits, strict=True):
+            f.clf.thresholds = thresholds
+            save_classifier(out_dir / "members" / str(cid), f.clf, mix={**mix_info, "member": cid})
+        doc = {
+            "members": members,
+            "thresholds": thresholds.tolist(),
+            "metrics": metrics,
+            "mix": mix_info,
+            "provenance": provenance,
+        }
+        (out_dir / "ensemble.json").write_text(json.dumps(doc, indent=2, default=str))
+    row = {k: getattr(cell, k, None) for k in RESULT_COLUMNS if hasattr(cell, k)}
+    row.update(counts)
+    row.update(metrics)
+    row.update(
+        status="ok",
+        reason="",
+        trained_at=time.time(),
+        train_seconds=round(time.perf_counter() - t0, 3),
+    )
+    return {k: row.get(k) for k in RESULT_COLUMNS if k in row}

@@ -1,0 +1,136 @@
+"""The study grid on Ray Tune: one trial per cell, retries, checkpoints, resume after a kill.
+
+Resume works at two levels. The experiment lives at `<storage>/<name>` (name from the stage
+fingerprint), and a rerun finds it with `Tuner.can_restore` and continues it with
+`Tuner.restore(resume_errored=True)`, so Tune does not schedule finished trials again. Tune
+snapshots its experiment state only every few seconds, so a trial that finished just before the
+kill may be scheduled again: each trial therefore also leaves a done marker (its results row and
+checkpoint) under `done_dir` and, finding one, reports it without training again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from orchestrator.trials import TrialCell
+from orchestrator.trials_fit import TrialData, run_cell
+
+ROW_JSON = "row.json"
+CKPT = "classifier"
+#: A trial that only drives Ray Train workers holds a sliver of a CPU (0 is refused by Tune).
+DRIVER_CPU = 0.01
+
+
+def _trainable(config: dict[str, Any], data: TrialData, families: dict, settings: dict) -> None:
+    """The Tune function trainable: run (or recall) one cell and report its row + checkpoint."""
+    from ray import tune
+
+    cell = TrialCell(**config["cell"])
+    done = Path(settings["done_dir"]) / cell.trial_id
+    if not (done / ROW_JSON).is_file():
+        family = families[cell.family]
+        env = dict(settings["env"])
+        if cell.family_kind != "finetune":
+            env["threads"] = max(1, int(round(env.get("cpus", 1))))
+        with tempfile.TemporaryDirectory() as tmp:
+            env["storage_dir"] = str(Path(settings["train_storage"]) / cell.trial_id)
+            row = run_cell(cell, data, family, Path(tmp) / CKPT, env)
+            (Path(tmp) / ROW_JSON).write_text(json.dumps(row, default=str))
+            stage = done.with_name(f".{done.name}.tmp-{os.getpid()}")
+            shutil.rmtree(stage, ignore_errors=True)
+            shutil.copytree(tmp, stage)
+            shutil.rmtree(done, ignore_errors=True)
+            os.replace(stage, done)  # the marker appears complete or not at all
+    row = json.loads((done / ROW_JSON).read_text())
+    metrics = {k: v for k, v in row.items() if isinstance(v, (int, float)) and v is not None}
+    metrics["row_json"] = json.dumps(row, default=str)
+    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(done)))
+
+
+def _resources(settings: dict):
+    from ray.tune.execution.placement_groups import PlacementGroupFactory
+
+    env = settings["env"]
+
+    def per_trial(config: dict) -> PlacementGroupFactory:
+        if config["cell"]["family_kind"] == "finetune":
+            return PlacementGroupFactory([{"CPU": DRIVER_CPU}])
+        bundle = {"CPU": float(env["cpus"])}
+        if env.get("gpus", 0) > 0:
+            bundle["GPU"] = float(env["gpus"])
+        return PlacementGroupFactory([bundle])
+
+    return per_trial
+
+
+def run_grid(
+    cells: list[TrialCell],
+    data: TrialData,
+    families: dict[str, Any],
+    *,
+    storage_path: str,
+    name: str,
+    done_dir: Path,
+    train_storage: Path,
+    cpus: float,
+    gpus: float,
+    max_failures: int,
+) -> dict[str, dict[str, Any]]:
+    """Run every cell on Ray Tune (resuming `<storage_path>/<name>` when it exists).
+
+    Returns trial_id -> {"row": results row or None, "checkpoint": local folder or None,
+    "error": message or ""}. Ray must be initialized.
+    """
+    from ray import tune
+
+    if not cells:
+        return {}
+    settings = {
+        "done_dir": str(done_dir),
+        "train_storage": str(train_storage),
+        "env": {"cpus": cpus, "gpus": gpus},
+    }
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, data=data, families=families, settings=settings),
+        _resources(settings),
+    )
+    path = f"{storage_path.rstrip('/')}/{name}"
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"cell": tune.grid_search([asdict(c) for c in cells])},
+            tune_config=tune.TuneConfig(reuse_actors=False),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage_path,
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=1,
+            ),
+        )
+    grid = tuner.fit()
+    out: dict[str, dict[str, Any]] = {}
+    for result in grid:
+        tid = (result.config or {}).get("cell", {}).get("trial_id")
+        if tid is None:
+            continue
+        row_json = (result.metrics or {}).get("row_json")
+        out[tid] = {
+            "row": json.loads(row_json) if row_json else None,
+            "checkpoint": result.checkpoint,
+            "error": "" if result.error is None else _message(result.error),
+        }
+    return out
+
+
+def _message(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[-1] if text else type(error).__name__)[:500]
