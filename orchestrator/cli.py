@@ -166,5 +166,41 @@ def status(run_dir: Annotated[Path, typer.Argument(help="runs/<study> folder.")]
     Console().print(t)
 
 
+@app.command()
+def serve(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="runs/<study> folder whose trials to serve.")
+    ] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="Serve this trial_id instead of the best one.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (serve.host: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (serve.port: 8000).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Run in the background.")] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the detached server.")] = False,
+) -> None:
+    """Serve the best trial's classifier with Ray Serve: POST /v1/classify, GET /v1/model."""
+    from serve.launch import serve_forever, start_detached, stop_detached
+
+    if stop:
+        record = stop_detached()
+        typer.echo(f"stopped {record['url']} (pid {record['pid']})" if record else "none running")
+        return
+    if run_dir is None or not run_dir.is_dir():
+        typer.echo(f"RUN_DIR {run_dir}: no such run folder", err=True)
+        raise typer.Exit(2)
+    try:
+        if detach:
+            record = start_detached(run_dir, checkpoint, host, port)
+            url, pid = record["url"], record["pid"]
+            typer.echo(f"serving trial {record['trial_id']} at {url} (pid {pid})")
+            typer.echo("stop it with: synthpat serve --stop")
+        else:
+            serve_forever(run_dir, checkpoint, host, port)
+    except (ValueError, FileNotFoundError, RuntimeError, TimeoutError) as exc:
+        typer.echo(f"serve: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

@@ -195,24 +195,24 @@ def load_run_settings(run_dir: Path | str) -> tuple[Any, Any]:
     return ServeConfig(), ResourcesConfig()
 
 
-def _foreground(argv: list[str]) -> None:
-    """`python -m serve.launch RUN_DIR [--checkpoint ID] [--host H] [--port P]` (detached mode)."""
-    import argparse
-
+def serve_forever(
+    run_dir: Path | str,
+    checkpoint: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    ready_file: Path | None = None,
+) -> None:
+    """Serve until SIGTERM or Ctrl-C, then shut Serve and this process's Ray down."""
     import ray
 
-    parser = argparse.ArgumentParser(prog="serve.launch")
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--host")
-    parser.add_argument("--port", type=int)
-    args = parser.parse_args(argv)
-    serve_cfg, resources = load_run_settings(args.run_dir)
-    running = start_server(
-        args.run_dir, serve_cfg, args.checkpoint, args.host, args.port, resources
-    )
-    (args.run_dir / ".serve-ready.json").write_text(json.dumps(running.__dict__))
-    print(f"serving {running.trial_id} at {running.url}", flush=True)
+    run_dir = Path(run_dir)
+    serve_cfg, resources = load_run_settings(run_dir)
+    running = start_server(run_dir, serve_cfg, checkpoint, host, port, resources)
+    if ready_file is not None:
+        ready_file.write_text(json.dumps(running.__dict__))
+    print(f"serving trial {running.trial_id} at {running.url} (docs: {running.url}/docs)")
+    print(f"  curl -s {running.url}/v1/classify -H 'content-type: application/json' \\")
+    print('       -d \'{"texts": ["A semiconductor device with a gate electrode"]}\'', flush=True)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
@@ -222,5 +222,19 @@ def _foreground(argv: list[str]) -> None:
     ray.shutdown()
 
 
+def _main(argv: list[str]) -> None:
+    """`python -m serve.launch RUN_DIR [--checkpoint ID] [--host H] [--port P]` (detached mode)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="serve.launch")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args(argv)
+    ready = args.run_dir.resolve() / ".serve-ready.json"
+    serve_forever(args.run_dir, args.checkpoint, args.host, args.port, ready_file=ready)
+
+
 if __name__ == "__main__":
-    _foreground(sys.argv[1:])
+    _main(sys.argv[1:])

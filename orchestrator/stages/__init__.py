@@ -6,6 +6,7 @@ from orchestrator.stages.base import Stage, StageContext, StageOutput, run_dir_f
 from orchestrator.stages.fidelity import FidelityStage
 from orchestrator.stages.generate import GenerateStage
 from orchestrator.stages.prepare import PrepareStage
+from orchestrator.stages.serve_smoke import ServeSmokeStage
 from orchestrator.stages.trials import TrialsStage
 
 STAGES: list[Stage] = [
@@ -13,6 +14,7 @@ STAGES: list[Stage] = [
     GenerateStage(),
     FidelityStage(),
     TrialsStage(),
+    ServeSmokeStage(),  # stays last: serves what the stages above produced
 ]
 
 
