@@ -1,0 +1,109 @@
+"""`ClassifierServer`: one loaded checkpoint, its labels and model card; no Ray in here.
+
+The Serve deployment (`serve.app`) and the benchmark's unbatched baseline both wrap it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serve.api import ApiMetrics
+
+
+def serving_precision(family: str, stored: str, cuda: bool) -> str:
+    """The trained precision where the hardware runs it well; fp32 otherwise.
+
+    Only fine-tuned transformers have a precision to choose; fp16 matmuls on CPU are slow or
+    missing, so a CPU replica runs fp16 checkpoints in fp32 (bf16 runs on CPU).
+    """
+    if family != "finetune":
+        return "fp32"
+    if not cuda and stored == "fp16":
+        return "fp32"
+    return stored
+
+
+class ClassifierServer:
+    """One loaded checkpoint: model calls, label metadata and the model card. No Ray in here."""
+
+    def __init__(self, spec: dict[str, Any], classifier: Any = None):
+        from tasks.checkpoint import load_classifier, read_classifier_json
+
+        self.spec = spec
+        self.path = Path(spec["checkpoint"])
+        doc = read_classifier_json(self.path)
+        self.family = doc["family"]
+        cuda = _cuda_available() if self.family == "finetune" else False
+        self.precision = serving_precision(self.family, doc.get("precision", "fp32"), cuda)
+        if classifier is None:
+            device = "cuda" if cuda and spec.get("num_gpus", 0) > 0 else None
+            classifier = load_classifier(self.path, device=device, precision=self.precision)
+        self.classifier = classifier
+        self.doc = doc
+        self.trial_id = str(spec["trial_id"])
+        self.codes = list(classifier.labels)
+        self.names = list(classifier.names)
+        self.thresholds = np.asarray(classifier.thresholds, dtype=np.float32)
+        self.metrics = ApiMetrics()
+        self.batching: dict[str, Any] = {}
+        self.ready = True
+        # Fine-tuned models and tokenizers are not safe to call from two threads at once.
+        self._lock = threading.Lock()
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """One model call over `texts`, counted for /metrics."""
+        with self._lock:
+            probs = self.classifier.predict_proba(list(texts))
+        self.metrics.model_calls.inc()
+        self.metrics.batch_texts.observe(len(texts))
+        return np.asarray(probs, dtype=np.float32)
+
+    def label_infos(self) -> list[dict[str, Any]]:
+        return [
+            {"index": i, "code": c, "name": n, "threshold": float(t)}
+            for i, (c, n, t) in enumerate(zip(self.codes, self.names, self.thresholds, strict=True))
+        ]
+
+    def model_info(self) -> dict[str, Any]:
+        row = self.spec.get("row", {})
+        metrics = {**self.doc.get("metrics", {})}
+        metrics.update({k: v for k, v in row.items() if k.startswith(("val_", "test_"))})
+        mix = {**self.doc.get("mix", {})}
+        for key in ("regime", "arm", "ratio", "real_fraction", "generator", "strategy", "variant"):
+            if key in row and key not in mix:
+                mix[key] = row[key]
+        return {
+            "trial_id": self.trial_id,
+            "family": self.family,
+            "precision": self.precision,
+            "checkpoint": str(self.path),
+            "select_metric": self.spec.get("select_metric", ""),
+            "metrics": metrics,
+            "mix": mix,
+            "provenance": self.doc.get("provenance", {}),
+            "batching": dict(self.batching),
+        }
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def server_spec(selection: Any, num_gpus: float = 0) -> dict[str, Any]:
+    """What a replica needs to build its `ClassifierServer` from a `Selection` (plain data)."""
+    return {
+        "checkpoint": str(Path(selection.path).resolve()),
+        "trial_id": selection.trial_id,
+        "select_metric": selection.metric,
+        "row": selection.row,
+        "num_gpus": num_gpus,
+    }

@@ -1,0 +1,168 @@
+"""The HTTP API without Ray: validation, limits, API key, metrics, on a real TF-IDF checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from serve.api import ApiSettings, create_api, format_predictions, hash_key
+from serve.demo import make_demo_run
+from serve.select import select_checkpoint
+from serve.server import ClassifierServer, server_spec
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, uspto_path):
+    return make_demo_run(tmp_path_factory.mktemp("run"), uspto_path, n_train=300, n_test=16)
+
+
+@pytest.fixture(scope="module")
+def server(demo):
+    return ClassifierServer(server_spec(select_checkpoint(demo.run_dir)))
+
+
+def _client(server, **settings) -> TestClient:
+    async def infer(texts: list[str]) -> np.ndarray:
+        return await asyncio.to_thread(server.predict_proba, texts)
+
+    base = {"max_texts": 4, "max_text_chars": 200, "max_body_bytes": 4096}
+    return TestClient(create_api(server, infer, ApiSettings(**{**base, **settings})))
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return _client(server)
+
+
+def test_classify_matches_offline_model(client, server, demo):
+    texts = demo.test_texts[:4]
+    texts = [t[:200] for t in texts]
+    r = client.post("/v1/classify", json={"texts": texts, "threshold": 0.0, "top_k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == demo.best_trial
+    probs = server.classifier.predict_proba(texts)
+    for row, pred in zip(probs, body["predictions"], strict=True):
+        top = np.argsort(-row, kind="stable")[:3]
+        assert [lab["code"] for lab in pred["labels"]] == [server.codes[j] for j in top]
+        got = [lab["probability"] for lab in pred["labels"]]
+        np.testing.assert_allclose(got, row[top], rtol=1e-6)
+
+
+def test_tuned_thresholds_decide_labels(client, server, demo):
+    texts = [t[:200] for t in demo.test_texts[:4]]
+    body = client.post("/v1/classify", json={"texts": texts}).json()
+    expected = server.classifier.predict(texts)
+    got = [sorted(lab["code"] for lab in p["labels"]) for p in body["predictions"]]
+    assert got == [sorted(e) for e in expected]
+
+
+def test_format_predictions_orders_and_caps():
+    probs = np.array([[0.2, 0.9, 0.6, 0.1]], np.float32)
+    thr = np.array([0.5, 0.5, 0.5, 0.05], np.float32)
+    codes, names = ["A", "B", "C", "D"], ["a", "b", "c", "d"]
+    assert [s.code for s in format_predictions(probs, codes, names, thr)[0]] == ["B", "C", "D"]
+    assert [s.code for s in format_predictions(probs, codes, names, thr, top_k=1)[0]] == ["B"]
+    over = format_predictions(probs, codes, names, thr, threshold=0.15)[0]
+    assert [s.code for s in over] == ["B", "C", "A"]
+
+
+BAD = [
+    ("not json", b"{texts: [", 422, "JSON"),
+    ("array body", b"[1, 2]", 422, "body"),
+    ("texts missing", b"{}", 422, "body.texts"),
+    ("texts not list", b'{"texts": "a patent"}', 422, "body.texts"),
+    ("text not string", b'{"texts": [1]}', 422, "body.texts.0"),
+    ("null text", b'{"texts": [null]}', 422, "body.texts.0"),
+    ("empty list", b'{"texts": []}', 422, "empty"),
+    ("whitespace text", b'{"texts": ["ok", "  \\n "]}', 422, "texts[1]"),
+    ("too many texts", b'{"texts": ["a", "b", "c", "d", "e"]}', 413, "limit is 4"),
+    ("top_k zero", b'{"texts": ["a"], "top_k": 0}', 422, "body.top_k"),
+    ("top_k string", b'{"texts": ["a"], "top_k": "3"}', 422, "body.top_k"),
+    ("threshold above 1", b'{"texts": ["a"], "threshold": 1.5}', 422, "body.threshold"),
+    ("threshold NaN", b'{"texts": ["a"], "threshold": NaN}', 422, "body.threshold"),
+    ("unknown field", b'{"texts": ["a"], "topk": 3}', 422, "body.topk"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "status", "needle"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_4xx_naming_the_problem(client, case, body, status, needle):
+    r = client.post("/v1/classify", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, (case, r.text)
+    assert needle.lower() in json.dumps(r.json()["detail"]).lower()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_overlong_text_truncated_and_flagged(client):
+    r = client.post("/v1/classify", json={"texts": ["semiconductor " * 40, "a valve"]})
+    assert r.status_code == 200
+    preds = r.json()["predictions"]
+    assert [p["truncated"] for p in preds] == [True, False]
+    assert preds[0]["chars_used"] == 200
+    assert r.json()["warnings"] == ["texts[0] truncated to 200 characters"]
+
+
+def test_overlong_text_rejected_when_configured(server):
+    c = _client(server, oversize_text="reject")
+    r = c.post("/v1/classify", json={"texts": ["x" * 201]})
+    assert r.status_code == 413
+    assert "texts[0]: 201 characters" in r.json()["detail"]
+
+
+def test_body_limit_by_header_and_by_stream(client):
+    big = json.dumps({"texts": ["a" * 5000]}).encode()
+    r = client.post("/v1/classify", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "limit is 4096" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: a chunked upload, counted as it streams
+        for _ in range(10):
+            yield b"x" * 1000
+
+    r = client.post("/v1/classify", content=chunks())
+    assert r.status_code == 413 and "over 4096 bytes" in r.json()["detail"]
+
+
+def test_api_key(server):
+    c = _client(server, api_key_sha256=hash_key("s3cret"))
+    assert c.post("/v1/classify", json={"texts": ["a"]}).status_code == 401
+    bad = c.post("/v1/classify", json={"texts": ["a"]}, headers={"X-API-Key": "nope"})
+    assert bad.status_code == 401
+    ok = c.post("/v1/classify", json={"texts": ["a"]}, headers={"X-API-Key": "s3cret"})
+    assert ok.status_code == 200
+    assert c.get("/healthz").status_code == 200  # probes stay open
+
+
+def test_labels_model_and_openapi(client, server, demo):
+    labels = client.get("/v1/labels").json()["labels"]
+    assert [d["code"] for d in labels] == server.codes and len(labels) == 8
+    info = client.get("/v1/model").json()
+    assert info["trial_id"] == demo.best_trial and info["family"] == "tfidf_linear"
+    assert info["mix"]["arm"] == "real_only" and "val_micro_f1" in info["metrics"]
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/classify", "/v1/labels", "/v1/model", "/healthz", "/readyz"} <= set(spec["paths"])
+
+
+def test_metrics_count_requests_and_model_calls(server):
+    c = _client(server)
+    reg = server.metrics.registry
+
+    def count(name: str, **labels) -> float:
+        return reg.get_sample_value(name, labels) or 0.0
+
+    ok = {"endpoint": "/v1/classify", "method": "POST", "status": "200"}
+    bad = {**ok, "status": "422"}
+    before = (
+        count("synthpat_http_requests_total", **ok),
+        count("synthpat_http_requests_total", **bad),
+    )
+    calls = count("synthpat_model_calls_total")
+    c.post("/v1/classify", json={"texts": ["a valve", "a pump"]})
+    c.post("/v1/classify", json={"texts": []})
+    assert count("synthpat_http_requests_total", **ok) == before[0] + 1
+    assert count("synthpat_http_requests_total", **bad) == before[1] + 1
+    assert count("synthpat_model_calls_total") == calls + 1  # both texts in one call
+    assert "synthpat_http_request_seconds_bucket" in c.get("/metrics").text

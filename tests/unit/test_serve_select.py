@@ -1,0 +1,89 @@
+"""Checkpoint selection, text limits, precision choice and the serve config's rules."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from orchestrator.config.serve import ServeConfig
+from serve.schemas import TextLimitError, check_texts
+from serve.select import select_checkpoint
+from serve.server import serving_precision
+
+
+def _trials(tmp_path, rows):
+    tdir = tmp_path / "trials"
+    for r in rows:
+        if r.get("checkpoint"):
+            d = tdir / r["checkpoint"]
+            d.mkdir(parents=True)
+            (d / "classifier.json").write_text("{}")
+    tdir.mkdir(exist_ok=True)
+    pd.DataFrame.from_records(rows).to_parquet(tdir / "results.parquet")
+    return tmp_path
+
+
+ROWS = [
+    {"trial_id": "b", "status": "ok", "val_micro_f1": 0.7, "checkpoint": "checkpoints/b"},
+    {"trial_id": "a", "status": "ok", "val_micro_f1": 0.7, "checkpoint": "checkpoints/a"},
+    {"trial_id": "c", "status": "ok", "val_micro_f1": 0.5, "checkpoint": "checkpoints/c"},
+    {"trial_id": "d", "status": "failed", "val_micro_f1": 0.9, "checkpoint": None},
+    {"trial_id": "e", "status": "ok", "val_micro_f1": float("nan"), "checkpoint": "checkpoints/e"},
+]
+
+
+def test_best_by_metric_ties_to_smaller_id(tmp_path):
+    sel = select_checkpoint(_trials(tmp_path, ROWS))
+    assert (sel.trial_id, sel.value) == ("a", 0.7)
+    assert sel.path == tmp_path / "trials" / "checkpoints" / "a"
+
+
+def test_explicit_trial_and_errors(tmp_path):
+    run = _trials(tmp_path, ROWS)
+    assert select_checkpoint(run, trial_id="c").trial_id == "c"
+    with pytest.raises(ValueError, match="'zz': no such trial_id"):
+        select_checkpoint(run, trial_id="zz")
+    with pytest.raises(ValueError, match="'d': the trial has no checkpoint"):
+        select_checkpoint(run, trial_id="d")
+    with pytest.raises(ValueError, match="select_metric='val_nope'"):
+        select_checkpoint(run, metric="val_nope")
+    with pytest.raises(FileNotFoundError, match="run the trials stage first"):
+        select_checkpoint(tmp_path / "empty")
+
+
+def test_no_usable_trial(tmp_path):
+    with pytest.raises(ValueError, match="no finished trial"):
+        select_checkpoint(_trials(tmp_path, ROWS[3:4]))
+
+
+def test_check_texts_limits():
+    texts, cut = check_texts(["abc", "abcdefgh"], 4, 5, "truncate")
+    assert texts == ["abc", "abcde"] and cut == [False, True]
+    for args, status, needle in [
+        (([], 4, 5, "truncate"), 422, "empty"),
+        ((["a"] * 5, 4, 5, "truncate"), 413, "5 texts"),
+        ((["a", "\t"], 4, 5, "truncate"), 422, "texts[1]"),
+        ((["abcdefgh"], 4, 5, "reject"), 413, "texts[0]: 8 characters"),
+    ]:
+        with pytest.raises(TextLimitError, match=re.escape(needle)) as info:
+            check_texts(*args)
+        assert info.value.status == status
+
+
+def test_serving_precision():
+    assert serving_precision("tfidf_linear", "bf16", cuda=True) == "fp32"
+    assert serving_precision("finetune", "fp16", cuda=False) == "fp32"
+    assert serving_precision("finetune", "fp16", cuda=True) == "fp16"
+    assert serving_precision("finetune", "bf16", cuda=False) == "bf16"
+
+
+def test_serve_config_rules():
+    with pytest.raises(ValidationError, match="max_ongoing_requests=8 is below max_batch_size=32"):
+        ServeConfig(max_ongoing_requests=8)
+    with pytest.raises(ValidationError, match="min_replicas=3 is above max_replicas=2"):
+        ServeConfig(autoscaling={"min_replicas": 3, "max_replicas": 2})
+    with pytest.raises(ValidationError, match="oversize_text"):
+        ServeConfig(oversize_text="drop")
