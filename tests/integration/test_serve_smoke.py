@@ -1,0 +1,51 @@
+"""The serve_smoke stage through run_stage: real prepare output, real trials folder, real Serve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import load_config
+from orchestrator.stages import STAGES, run_dir_for, run_stage
+from orchestrator.stages.prepare import PrepareStage
+from orchestrator.stages.serve_smoke import ServeSmokeStage
+
+pytestmark = pytest.mark.integration
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+
+
+def test_serve_smoke_is_last_stage():
+    assert STAGES[-1].name == "serve_smoke"
+
+
+def test_skips_without_trials_then_serves_two_test_patents(tmp_path, uspto_path):
+    import ray
+
+    from serve.demo import make_demo_run
+
+    cfg = load_config(CONFIG, [f"resources.runs_dir={tmp_path}", f"data.source.path={uspto_path}"])
+    run_stage(PrepareStage(), cfg)
+    stage = ServeSmokeStage()
+
+    skipped = run_stage(stage, cfg)
+    assert skipped.rows == {"classified": 0}
+    assert skipped.summary["status_note"] == "skipped: no trials output to serve"
+
+    run_dir = run_dir_for(cfg)
+    demo = make_demo_run(run_dir, uspto_path, n_train=300, n_test=16)
+    try:
+        done = run_stage(stage, cfg)  # the new trials results change the fingerprint
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    assert done.rows == {"classified": 2}
+    assert done.summary["status_note"].startswith(f"served {demo.best_trial}: ")
+    smoke = json.loads((run_dir / "serve_smoke" / "smoke.json").read_text())
+    assert smoke["trial_id"] == demo.best_trial
+    assert len(smoke["docs"]) == 2 and len(smoke["response"]["predictions"]) == 2
+    import pandas as pd
+
+    test = pd.read_parquet(run_dir / "prepare" / "test.parquet")
+    assert [d["text"] for d in smoke["docs"]] == list(test.text[:2])
