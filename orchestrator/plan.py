@@ -56,41 +56,25 @@ class Plan:
         return None if self.gpu_hour_usd is None else self.gpu_hours * self.gpu_hour_usd
 
 
-def regime_sizes(cfg: StudyConfig) -> dict[str, int]:
-    return {r.name: r.size for r in cfg.data.regimes}
-
-
-def generation_rows_per_corpus(cfg: StudyConfig) -> dict[str, int]:
-    """Rows generated per corpus of each regime: the largest ratio times the regime's size.
-
-    Smaller ratios are nested slices of the same rows, so they add nothing.
-    """
-    gen = cfg.generation
-    if gen is None or not gen.enabled:
-        return {}
-    sizes = regime_sizes(cfg)
-    top = max(gen.ratios)
-    return {name: int(round(top * sizes[name])) for name in (gen.regimes or list(sizes))}
-
-
 def plan_study(cfg: StudyConfig) -> Plan:
     """The plan of a whole study from its config alone."""
+    from orchestrator.trials import expand_grid, planned_corpora
+
     plan = Plan(gpu_hour_usd=cfg.plan.gpu_hour_usd)
     costs = cfg.plan
-    per_corpus = generation_rows_per_corpus(cfg)
-    if per_corpus:
-        gen = cfg.generation
-        assert gen is not None
-        kinds = len(gen.strategies) * len(gen.variants)
-        for g in gen.generators:
-            rows = sum(per_corpus.values()) * kinds
+    # Each corpus is generated once at its largest ratio; smaller ratios are nested slices.
+    corpora = planned_corpora(cfg)
+    if corpora and cfg.generation is not None:
+        for g in cfg.generation.generators:
+            mine = [c for c in corpora if c["generator"] == g.name]
+            rows = sum(c["rows"] for c in mine)
             sec = costs.generation_gpu_seconds_per_row.get(
                 g.name, costs.default_generation_gpu_seconds_per_row
             )
             plan.generation.append(
                 GenerationLine(
                     generator=g.name,
-                    corpora=len(per_corpus) * kinds,
+                    corpora=len(mine),
                     rows=rows,
                     output_tokens=rows * g.max_tokens,
                     gpu_hours=rows * sec / 3600,
@@ -102,9 +86,7 @@ def plan_study(cfg: StudyConfig) -> Plan:
             plan.fidelity_rows / 1000 * costs.fidelity_gpu_seconds_per_1k_rows / 3600
         )
     if cfg.trials is not None and cfg.trials.enabled:
-        from orchestrator.trials import expand_grid
-
-        cells = expand_grid(cfg)
+        cells = expand_grid(cfg, corpora)
         plan.trial_status = dict(Counter(c.status for c in cells))
         runnable = Counter(c.family for c in cells if c.status != "skipped")
         for fam in cfg.trials.families:

@@ -83,3 +83,31 @@ def test_plan_command_prints_totals(tmp_path):
     assert res.exit_code == 0, res.output
     assert "2,800 generation rows" in res.output
     assert "about $" in res.output
+
+
+def test_trial_count_matches_a_hand_count(tmp_path):
+    tree = yaml.safe_load(yaml.safe_dump(SMALL))
+    tree["generation"]["generators"] = tree["generation"]["generators"][:1]
+    tree["generation"]["strategies"] = ["synthesis"]
+    tree["generation"]["variants"] = ["plain"]
+    tree["trials"] = {
+        "families": [{"kind": "frozen_head"}, {"kind": "tfidf_linear"}],
+        "arms": ["real_only", "real_plus_synthetic"],
+        "losses": ["bce"],
+        "seeds": [0, 1],
+    }
+    tree["plan"] = {"trial_gpu_seconds": {"frozen_head": 36}, "default_trial_gpu_seconds": 0}
+    cfg, _ = _cfg(tmp_path, tree)
+    plan = plan_study(cfg)
+    # Per regime: real_only + 2 ratios x (augmented + its duplicate_to_match control) = 5 mixes;
+    # x 2 seeds = 10 trials per family per regime; 2 regimes.
+    assert {t.family: t.trials for t in plan.trials} == {"frozen_head": 20, "tfidf_linear": 20}
+    assert plan.trial_count == 40
+    assert plan.gpu_hours == pytest.approx(20 * 36 / 3600)
+
+
+def test_paper_config_plans_without_running_anything():
+    cfg = load_config(REPO / "configs" / "paper.yaml")
+    plan = plan_study(cfg)
+    assert len(plan.generation) == 6
+    assert plan.trial_count > 0 and plan.gpu_hours > 0
