@@ -141,6 +141,8 @@ def expand_grid(
     for regime, n_real in regimes_of(cfg).items():
         mixes = _mixes(cfg, t, regime, n_real, corpora, filtered_rows or {})
         for model in _model_axes(t, cuda):
+            if model["regimes"] is not None and regime not in model["regimes"]:
+                continue
             for seed in t.seeds:
                 cells.extend(_cells_for(regime, n_real, mixes, model, seed))
     return cells
@@ -231,6 +233,7 @@ def _model_axes(t: TrialsConfig, cuda: bool) -> list[dict[str, Any]]:
                         "precision": precision,
                         "attention": attention,
                         "reason": reason,
+                        "regimes": getattr(fam, "regimes", None),
                     }
                 )
     return out
@@ -240,7 +243,7 @@ def _cells_for(
     regime: str, n_real: int, mixes: list[dict[str, Any]], model: dict[str, Any], seed: int
 ) -> list[TrialCell]:
     reason = model["reason"]
-    base = {k: v for k, v in model.items() if k != "reason"}
+    base = {k: v for k, v in model.items() if k not in ("reason", "regimes")}
     status = "skipped" if reason else "pending"
     cells, controls = [], {}
     for mix in mixes:

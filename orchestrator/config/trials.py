@@ -40,6 +40,9 @@ class FinetuneFamily(StrictModel):
     num_workers: int = Field(1, ge=1, description="Ray Train workers per trial.")
     deepspeed: DeepSpeedConfig | None = Field(None, description="Train with DeepSpeed ZeRO.")
     trust_remote_code: bool = Field(False, description="Allow model code from the model folder.")
+    regimes: list[str] | None = Field(
+        None, description="Regimes this family runs on (fine-tuning is costly); default all."
+    )
 
 
 class FrozenHeadFamily(StrictModel):
@@ -90,6 +93,9 @@ class NumericsGuardConfig(StrictModel):
 class TrialResources(StrictModel):
     cpus: float = Field(1, gt=0, description="CPUs per trial.")
     gpus: float = Field(0, ge=0, description="GPUs per trial (fractions allowed).")
+    custom: dict[str, float] = Field(
+        {}, description="Custom Ray resources per trial, e.g. {accelerator_type_l4: 0.5}."
+    )
 
 
 class TrialsConfig(StrictModel):

@@ -129,3 +129,18 @@ def test_invalid_numerics_refused_naming_both_fields():
     assert "precisions=['fp32'] with attentions=['flash_attention_2']" in str(err.value)
     with pytest.raises(ValidationError, match="fixed_budget is not set"):
         TrialsConfig.model_validate({"families": [fam("finetune")], "arms": ["fixed_budget"]})
+
+
+def test_a_family_limited_to_some_regimes_runs_only_there():
+    tree = {
+        "study": "grid",
+        "data": {
+            "source": {"path": "x.jsonl"},
+            "regimes": [{"name": "r40", "size": 40}, {"name": "r80", "size": 80}],
+        },
+        "generation": GEN,
+        "trials": {"families": [fam("finetune", regimes=["r40"]), fam("tfidf_linear")]},
+    }
+    cells = expand_grid(StudyConfig.model_validate(tree))
+    assert {c.regime for c in cells if c.family == "finetune"} == {"r40"}
+    assert {c.regime for c in cells if c.family == "tfidf_linear"} == {"r40", "r80"}
