@@ -85,6 +85,7 @@ def processor_config(gen: VllmGenerator, model_path: str) -> Any:
     bundle: dict[str, float] = {"CPU": gen.num_cpus_per_actor}
     if gen.num_gpus_per_actor > 0:
         bundle["GPU"] = gen.num_gpus_per_actor
+    bundle.update(gen.resources_per_actor)
     return vLLMEngineProcessorConfig(
         model_source=model_path,
         engine_kwargs=engine,

@@ -64,6 +64,7 @@ def _resources(settings: dict):
         bundle = {"CPU": float(env["cpus"])}
         if env.get("gpus", 0) > 0:
             bundle["GPU"] = float(env["gpus"])
+        bundle.update(env.get("custom", {}))
         return PlacementGroupFactory([bundle])
 
     return per_trial
@@ -81,6 +82,7 @@ def run_grid(
     cpus: float,
     gpus: float,
     max_failures: int,
+    custom: dict[str, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every cell on Ray Tune (resuming `<storage_path>/<name>` when it exists).
 
@@ -94,7 +96,7 @@ def run_grid(
     settings = {
         "done_dir": str(done_dir),
         "train_storage": str(train_storage),
-        "env": {"cpus": cpus, "gpus": gpus},
+        "env": {"cpus": cpus, "gpus": gpus, "custom": dict(custom or {})},
     }
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, data=data, families=families, settings=settings),

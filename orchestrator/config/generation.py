@@ -38,6 +38,11 @@ class VllmGenerator(StrictModel):
     num_gpus_per_actor: float = Field(0, ge=0, description="GPUs per vLLM actor (0 on CPU).")
     num_cpus_per_actor: float = Field(1, gt=0, description="CPUs per vLLM actor.")
     concurrency: int = Field(1, ge=1, description="Number of vLLM actors (one per GPU).")
+    resources_per_actor: dict[str, float] = Field(
+        {},
+        description="Custom Ray resources per vLLM actor, e.g. {accelerator_type_l4: 1} to pin "
+        "actors to a node type.",
+    )
     batch_size: int = Field(16, ge=1, description="Rows per Ray Data batch sent to an actor.")
     max_tokens: int = Field(256, ge=8, description="Maximum new tokens per generated row.")
     temperature: float = Field(0.8, ge=0, description="Sampling temperature.")

@@ -280,6 +280,7 @@ def _run(ctx: StageContext, cells: list[TrialCell], data: TrialData) -> dict[str
         train_storage=(ctx.work_dir / "train").resolve(),
         cpus=t.resources.cpus,
         gpus=t.resources.gpus,
+        custom=t.resources.custom,
         max_failures=t.max_failures,
     )
 
