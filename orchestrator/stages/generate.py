@@ -29,6 +29,7 @@ _SCHEDULING = (
     "num_gpus_per_actor",
     "memory_fraction",
     "kv_cache_gib",
+    "cpu_reserved_cores",
 )
 CORPUS_COLUMNS = [
     "id",

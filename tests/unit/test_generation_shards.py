@@ -153,3 +153,21 @@ def test_scheduling_fields_do_not_change_the_stage_fingerprint(field):
     assert stage.config_subset(cfg()) == stage.config_subset(cfg(**{field: 4}))
     assert stage.config_subset(cfg()) != stage.config_subset(cfg(max_tokens=99))
     assert stage.config_subset(cfg())["regimes"] == ["r8"]
+
+
+def test_placement_group_splits_an_actors_gpus_over_tensor_parallel_workers():
+    from orchestrator.generation import placement_group
+
+    nemo = VllmGenerator(
+        name="nemo",
+        model="m",
+        tensor_parallel_size=2,
+        num_gpus_per_actor=2,
+        num_cpus_per_actor=8,
+    )
+    assert placement_group(nemo) == {
+        "bundles": [{"CPU": 4.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}],
+        "strategy": "PACK",
+    }
+    cpu = VllmGenerator(name="smol", model="m", num_cpus_per_actor=1)
+    assert placement_group(cpu) == {"bundles": [{"CPU": 1.0}], "strategy": "PACK"}
