@@ -155,6 +155,7 @@ def test_cheap_families_every_arm_with_its_volume_control(tmp_path, uspto_path):
     assert json.loads((out / "numerics.json").read_text()) == []
 
 
+@pytest.mark.slow  # about 2.5 minutes on 2 shared cores: two driver runs
 def test_resume_after_the_driver_is_killed(tmp_path, uspto_path):
     trials = {
         "families": [CHEAP[1]],
