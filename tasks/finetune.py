@@ -300,6 +300,7 @@ def train_finetune(
             "train_loss": _mean_across(total, seen, distributed),
             "samples": float(_sum_across(seen, distributed)),
             "seconds": seconds,
+            "threads": float(torch.get_num_threads()),
         }
         metrics["samples_per_s"] = metrics["samples"] / max(seconds, 1e-9)
         metrics.update(_validate(engine.module, val_tok, val_y, loss_fn, precision, device))
