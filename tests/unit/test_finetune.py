@@ -45,6 +45,17 @@ def make_data(n: int, seed: int) -> tuple[list[str], np.ndarray]:
     return texts, y
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and spinning threads stall a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
     """A two-layer BERT (hidden 32) saved as a local folder with its word-level vocabulary."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_finetune import tiny_model  # noqa: F401  (the tiny BERT folder fixture)
+from test_finetune import one_thread, tiny_model  # noqa: F401  (fixtures)
 
 from tasks.numerics import flagged_pairs, numerics_guard, skip_reason
 
