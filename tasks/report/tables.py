@@ -304,15 +304,20 @@ def retrieval_vs_classification(results: pd.DataFrame, opts: StatsOptions) -> pd
     nd = controlled_gains(results, "test_ndcg10", opts)
     if f1.empty:
         return f1
-    keep = ["gain_real_only", "gain_real_only_low", "gain_real_only_high", "n_real_only"]
-    out = f1[CELL + keep].rename(
-        columns={k: k.replace("gain_real_only", "f1_change") for k in keep}
-    )
+
+    def renamed(df: pd.DataFrame, name: str) -> pd.DataFrame:
+        cols = {
+            "gain_real_only": name,
+            "gain_real_only_low": f"{name}_low",
+            "gain_real_only_high": f"{name}_high",
+            "n_real_only": f"n_{name}",
+        }
+        return df[CELL + list(cols)].rename(columns=cols)
+
     nd = nd.assign(real_only_ndcg=nd["mean"] - nd["gain_real_only"])
-    nd = nd[CELL + keep + ["real_only_ndcg"]].rename(
-        columns={k: k.replace("gain_real_only", "ndcg_change") for k in keep}
+    out = renamed(f1, "f1_change").merge(
+        renamed(nd, "ndcg_change").join(nd["real_only_ndcg"]), on=CELL, how="left"
     )
-    out = out.merge(nd, on=CELL, how="left")
     out["ndcg_change_rel"] = out["ndcg_change"] / out["real_only_ndcg"]
     return out
 
