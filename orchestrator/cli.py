@@ -94,6 +94,31 @@ def trials(config: ConfigArg, overrides: Overrides = None, force: Force = False)
 
 
 @app.command()
+def report(
+    target: Annotated[
+        Path, typer.Argument(help="A run folder (runs/<study>) or a study config (YAML).")
+    ],
+    overrides: Overrides = None,
+    force: Force = False,
+) -> None:
+    """Write report.md and report.html: controlled gains, correlations, mixing, numerics."""
+    if target.is_dir():
+        resolved = target / "config.resolved.yaml"
+        if not resolved.is_file():
+            typer.echo(f"{target}: not a run folder (no config.resolved.yaml)", err=True)
+            raise typer.Exit(2)
+        # The run folder is authoritative: its resolved config, pointed back at this folder.
+        here = [f"study={target.name}", f"resources.runs_dir={target.resolve().parent}"]
+        cfg = _load(resolved, [*(overrides or []), *here])
+    else:
+        cfg = _load(target, overrides)
+    from orchestrator.stages import run_dir_for
+
+    _run(cfg, ["report"], force)
+    typer.echo(str(run_dir_for(cfg) / "report" / "report.html"))
+
+
+@app.command()
 def run(
     config: ConfigArg,
     overrides: Overrides = None,

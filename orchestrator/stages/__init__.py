@@ -6,6 +6,7 @@ from orchestrator.stages.base import Stage, StageContext, StageOutput, run_dir_f
 from orchestrator.stages.fidelity import FidelityStage
 from orchestrator.stages.generate import GenerateStage
 from orchestrator.stages.prepare import PrepareStage
+from orchestrator.stages.report import ReportStage
 from orchestrator.stages.serve_smoke import ServeSmokeStage
 from orchestrator.stages.trials import TrialsStage
 
@@ -14,6 +15,7 @@ STAGES: list[Stage] = [
     GenerateStage(),
     FidelityStage(),
     TrialsStage(),
+    ReportStage(),  # after trials; the serve smoke test needs nothing from it
     ServeSmokeStage(),  # stays last: serves what the stages above produced
 ]
 
