@@ -1,0 +1,148 @@
+"""The report stage through `synthpat report`: planted trial and fidelity artifacts."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cache import Manifest, write_json_atomic
+from orchestrator.cli import app
+from orchestrator.config import load_config
+from orchestrator.config.loader import dump_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from test_report_tables import (  # noqa: E402
+    N_CORPORA,
+    planted_gain,
+    planted_results,
+    planted_summary,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _study(tmp_path: Path, synthetic: bool) -> Path:
+    source = tmp_path / "patents.jsonl"
+    source.write_text("")
+    tree: dict = {
+        "study": "rep",
+        "data": {
+            "source": {"path": str(source)},
+            "regimes": [{"name": "r96", "size": 96}, {"name": "r48", "size": 48}],
+        },
+        "trials": {"families": [{"kind": "tfidf_linear", "name": "tfidf"}], "seeds": [0, 1, 2]},
+        "report": {"bootstrap_samples": 300},
+        "resources": {"runs_dir": str(tmp_path / "runs")},
+    }
+    if synthetic:
+        tree["generation"] = {
+            "generators": [{"kind": "vllm", "name": "g", "model": "embedded:smollm2-135m"}]
+        }
+        tree["fidelity"] = {}
+    else:
+        tree["trials"]["arms"] = ["real_only"]
+        tree["trials"]["losses"] = ["bce", "focal"]
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def _plant(run_dir: Path, stage: str, frames: dict[str, pd.DataFrame], extra=None) -> None:
+    d = run_dir / stage
+    d.mkdir(parents=True, exist_ok=True)
+    for name, df in frames.items():
+        df.to_parquet(d / name, index=False)
+    for name, obj in (extra or {}).items():
+        write_json_atomic(d / name, obj)
+    write_json_atomic(d / "manifest.json", Manifest(stage, f"{stage}-fp", {}, {}, {}, "t").__dict__)
+
+
+def _run_dir(tmp_path: Path, synthetic: bool, results: pd.DataFrame) -> Path:
+    cfg = load_config(_study(tmp_path, synthetic))
+    run_dir = tmp_path / "runs" / "rep"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.resolved.yaml").write_text(dump_config(cfg))
+    _plant(run_dir, "prepare", {})
+    if synthetic:
+        _plant(run_dir, "fidelity", {"summary.parquet": planted_summary()})
+    guard = [
+        {
+            "family": "tfidf",
+            "model": "",
+            "precision": "fp32",
+            "attention": "none",
+            "max_abs_diff": 0.0,
+            "mean_abs_diff": 0.0,
+            "flagged": False,
+            "skipped_reason": None,
+        }
+    ]
+    _plant(run_dir, "trials", {"results.parquet": results}, {"numerics.json": guard})
+    return run_dir
+
+
+def test_report_from_run_dir_has_right_gains_correlations_and_figures(tmp_path: Path) -> None:
+    run_dir = _run_dir(tmp_path, True, planted_results())
+    res = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    out = run_dir / "report"
+    gains = pd.read_csv(out / "tables" / "controlled_gains.csv")
+    assert len(gains) == 2 * N_CORPORA
+    for g in gains.itertuples():
+        assert g.gain_control == pytest.approx(planted_gain(g.regime, int(g.strategy[1:])))
+    fisher = pd.read_csv(out / "tables" / "fisher_z.csv")
+    mmd = fisher[fisher.measure == "mmd2"].iloc[0]
+    # regimes ordered by size, not by their order in the config
+    assert (mmd.regime_1, mmd.regime_2) == ("r48", "r96")
+    assert mmd.r1 > 0.99 and mmd.r2 < -0.99
+    expected_z = (math.atanh(mmd.r1) - math.atanh(mmd.r2)) / math.sqrt(2 / (N_CORPORA - 3))
+    assert mmd.z == pytest.approx(expected_z)
+    assert {p.name for p in (out / "figures").iterdir()} == {
+        "gains.png",
+        "mmd_vs_gain.png",
+        "retrieval.png",
+    }
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+    assert 'src="figures/' not in html  # self-contained
+    md = (out / "report.md").read_text()
+    assert "![Fidelity (MMD) vs controlled gain](figures/mmd_vs_gain.png)" in md
+    assert "3 seed pairs per point" in md
+    manifest = Manifest.read(out)
+    assert manifest is not None
+    assert manifest.rows["figures"] == 3 and manifest.rows["gains"] == 2 * N_CORPORA
+    assert manifest.upstream == {
+        "prepare": "prepare-fp",
+        "fidelity": "fidelity-fp",
+        "trials": "trials-fp",
+    }
+    again = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert again.exit_code == 0
+    assert Manifest.read(out).fingerprint == manifest.fingerprint
+
+
+def test_real_only_study_reports_losses_without_fidelity(tmp_path: Path) -> None:
+    df = planted_results()
+    run_dir = _run_dir(tmp_path, False, df[df.arm == "real_only"])
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "study.yaml")])
+    assert res.exit_code == 0, res.output
+    out = run_dir / "report"
+    losses = pd.read_csv(out / "tables" / "losses.csv")
+    assert sorted(losses.regime) == ["r48", "r96"]
+    assert losses.gain_reference.tolist() == pytest.approx([0.05, 0.05])  # focal over bce
+    assert not (out / "figures" / "gains.png").exists()
+    md = (out / "report.md").read_text()
+    assert "No augmented arm ran: real-only study." in md
+    assert Manifest.read(out).upstream == {"prepare": "prepare-fp", "trials": "trials-fp"}
+
+
+def test_report_of_a_folder_without_run_config_fails_clearly(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "no config.resolved.yaml" in res.output
