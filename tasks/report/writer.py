@@ -19,6 +19,7 @@ from tasks.report.findings import (
     with_fidelity,
 )
 from tasks.report.tables import (
+    CELL,
     StatsOptions,
     aggregate,
     controlled_gains,
@@ -298,6 +299,14 @@ def write_report(
         f"metric {metric}; {opts.confidence:.0%} intervals from {opts.n_resamples} bootstrap "
         f"resamples over seeds (seed {opts.seed})."
     )
+    seeds = normalize(results).query("status == 'ok'").groupby(CELL, dropna=False).size()
+    if len(seeds) and seeds.min() < 5:
+        # A percentile bootstrap over 2-4 seeds can only take a handful of values: say so.
+        header += (
+            f" Some cells have only {int(seeds.min())} seed(s): their bootstrap intervals are "
+            f"too narrow to read as {opts.confidence:.0%} coverage; firm conclusions need more "
+            "seeds."
+        )
     title = f"synthpat report: {study}"
     (out_dir / "report.md").write_text(render_markdown(title, header, res.sections, out_dir))
     (out_dir / "report.html").write_text(render_html(title, header, res.sections))
