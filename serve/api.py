@@ -173,6 +173,12 @@ class ApiMetrics:
         self.model_calls = Counter(
             "synthpat_model_calls", "Batched model calls.", registry=self.registry
         )
+        self.model_seconds = Histogram(
+            "synthpat_model_call_seconds",
+            "Seconds per model call.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
         self.batch_texts = Histogram(
             "synthpat_model_batch_texts",
             "Texts per model call.",

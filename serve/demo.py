@@ -27,11 +27,13 @@ def make_demo_run(
     n_test: int = 64,
     top_k: int = 8,
     seed: int = 0,
+    frozen_head: str | None = None,
 ) -> DemoRun:
     """Train two TF-IDF classifiers (C=10 and C=0.01) on real patents and write a trials folder.
 
     `best_trial` is the one with the higher validation micro-F1: the one serving must pick. A
     failed trial without checkpoint is listed too, as the trials stage lists them.
+    `frozen_head="embedded:minilm-l6"` adds a linear head on that encoder, trial `t003-head`.
     """
     import pandas as pd
     from sklearn.metrics import f1_score
@@ -87,6 +89,8 @@ def make_demo_run(
                 "checkpoint": rel,
             }
         )
+    if frozen_head:
+        rows.append(_frozen_head_trial(tdir, frozen_head, train, val, space, seed))
     rows.append({"trial_id": "t002-failed", "status": "failed", "val_micro_f1": np.nan})
     pd.DataFrame.from_records(rows).to_parquet(tdir / "results.parquet", index=False)
     best = max((r for r in rows if r["status"] == "ok"), key=lambda r: r["val_micro_f1"])
@@ -96,3 +100,41 @@ def make_demo_run(
         test_texts=[r.text for r in test],
         test_labels=[list(r.labels) for r in test],
     )
+
+
+def _frozen_head_trial(tdir: Path, encoder_model: str, train, val, space, seed: int) -> dict:
+    from sklearn.metrics import f1_score
+
+    from tasks.checkpoint import FrozenHeadClassifier, save_classifier
+    from tasks.embeddings import encode_texts, load_encoder
+    from tasks.heads import HeadConfig, train_frozen_head
+
+    encoder = load_encoder(encoder_model, 256)
+    x = encode_texts([r.text for r in train], encoder)
+    head = train_frozen_head(
+        x, space.encode([r.labels for r in train]), HeadConfig(), "weighted_bce", seed
+    )
+    clf = FrozenHeadClassifier(
+        head,
+        encoder_model,
+        256,
+        encoder=encoder,
+        labels=list(space.codes),
+        names=list(space.names),
+        thresholds=0.5,
+    )
+    pred = clf.predict_proba([r.text for r in val]) >= 0.5
+    y_val = space.encode([r.labels for r in val])
+    f1 = float(f1_score(y_val, pred, average="micro", zero_division=0))
+    rel = "checkpoints/t003-head"
+    save_classifier(tdir / rel, clf, metrics={"val_micro_f1": f1}, mix={"arm": "real_only"})
+    return {
+        "trial_id": "t003-head",
+        "regime": "demo",
+        "arm": "real_only",
+        "family": "frozen_head",
+        "status": "ok",
+        "n_train": len(train),
+        "val_micro_f1": f1,
+        "checkpoint": rel,
+    }

@@ -6,6 +6,7 @@ The Serve deployment (`serve.app`) and the benchmark's unbatched baseline both w
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,9 @@ class ClassifierServer:
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """One model call over `texts`, counted for /metrics."""
         with self._lock:
+            t0 = time.perf_counter()
             probs = self.classifier.predict_proba(list(texts))
+            self.metrics.model_seconds.observe(time.perf_counter() - t0)
         self.metrics.model_calls.inc()
         self.metrics.batch_texts.observe(len(texts))
         return np.asarray(probs, dtype=np.float32)
