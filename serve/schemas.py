@@ -102,6 +102,8 @@ def check_texts(
     for i, text in enumerate(texts):
         if not text.strip():
             raise TextLimitError(f"texts[{i}]: empty or whitespace-only text")
+        # JSON may carry lone surrogates ("\\ud800") that tokenizers cannot encode: replace them.
+        text = text.encode("utf-8", "replace").decode("utf-8")
         if len(text) > max_chars:
             if oversize == "reject":
                 raise TextLimitError(

@@ -97,6 +97,12 @@ def test_bad_input_is_4xx_naming_the_problem(client, case, body, status, needle)
     assert client.get("/readyz").status_code == 200
 
 
+def test_lone_surrogate_in_json_is_served(client):
+    body = b'{"texts": ["A valve \\ud800 for a pump"]}'
+    r = client.post("/v1/classify", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 1
+
+
 def test_overlong_text_truncated_and_flagged(client):
     r = client.post("/v1/classify", json={"texts": ["semiconductor " * 40, "a valve"]})
     assert r.status_code == 200

@@ -73,6 +73,12 @@ def test_check_texts_limits():
         assert info.value.status == status
 
 
+def test_lone_surrogate_replaced():
+    texts, _ = check_texts(["a\ud800b"], 4, 50, "truncate")
+    assert texts == ["a?b"]
+    texts[0].encode("utf-8")  # would raise with the surrogate left in
+
+
 def test_serving_precision():
     assert serving_precision("tfidf_linear", "bf16", cuda=True) == "fp32"
     assert serving_precision("finetune", "fp16", cuda=False) == "fp32"
