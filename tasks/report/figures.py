@@ -131,7 +131,8 @@ def mmd_figure(
         c = pearson[(pearson.regime == regime) & (pearson.family == family)]
         r = c.r.iloc[0] if len(c) else math.nan
         n = int(c.n.iloc[0]) if len(c) else len(g)
-        ax.set_title(f"{regime}, {family}: r={r:+.2f}, n={n}", fontsize=10)
+        shown = f"{r:+.2f}" if math.isfinite(r) else "n/a (n<3)"
+        ax.set_title(f"{regime}, {family}: r={shown}, n={n}", fontsize=10)
         ax.set_xlabel("MMD$^2$ (synthetic vs real)")
         ax.set_ylabel(f"controlled gain ({metric})")
     for ax in axes.ravel()[len(panels) :]:

@@ -105,6 +105,7 @@ def _lookup(df: pd.DataFrame, keys: list[str], metric: str) -> dict[tuple, float
 def _best_baseline(real: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Real-only trials of the loss with the best mean per (regime, family, numerics)."""
     keys = ["regime", "family", "precision", "attention"]
+    real = real.dropna(subset=[metric])
     means = real.groupby(keys + ["loss"], sort=False)[metric].mean().reset_index()
     best = means.loc[means.groupby(keys, sort=False)[metric].idxmax().dropna()]
     return real.merge(best[keys + ["loss"]], on=keys + ["loss"])
@@ -217,7 +218,7 @@ def mixing_comparisons(results: pd.DataFrame, metric: str, opts: StatsOptions) -
         plain_any = df.arm == "real_plus_synthetic"
         parts.append(paired_comparison(df, metric, filt, plain_any, keys, opts, "vs plain mixing"))
     if (df.arm == "ensemble").any():
-        ok = df[plain & (df.status == "ok")]
+        ok = df[plain & (df.status == "ok")].dropna(subset=[metric])
         group = ["regime", "ratio", "family", "loss", "precision", "attention"]
         means = ok.groupby(group + CORPUS[1:], dropna=False)[metric].mean().reset_index()
         best = means.loc[means.groupby(group, dropna=False)[metric].idxmax().dropna()]
@@ -242,7 +243,7 @@ def fixed_budget_curve(results: pd.DataFrame, metric: str, opts: StatsOptions) -
     interval on the optimum's real fraction (the argmax of the mean curve over resampled seeds).
     """
     df = normalize(results)
-    fb = df[(df.arm == "fixed_budget") & (df.status == "ok")]
+    fb = df[(df.arm == "fixed_budget") & (df.status == "ok")].dropna(subset=[metric])
     if fb.empty:
         return pd.DataFrame()
     curve_keys = [

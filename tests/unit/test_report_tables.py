@@ -280,3 +280,16 @@ def test_retrieval_numerics_and_paper_table() -> None:
     assert paper.loc["real-only micro-F1", "paper"] == "0.120"
     assert paper.loc["controlled synthetic gain", "this run"].startswith("+0.104")
     assert paper.loc["best real share at fixed budget", "this run"] == "n/a"
+
+
+def test_failed_control_drops_only_its_seed_pair() -> None:
+    df = planted_results()
+    failed = df.trial_id.isin(["r48-dup2-s1", "r48-ro-focal-s0", "r48-ro-focal-s1"])
+    df.loc[failed, ["status", "test_micro_f1"]] = ["failed", np.nan]
+    gains = controlled_gains(df, "test_micro_f1", OPTS).set_index(["regime", "strategy"])
+    assert gains.loc[("r48", "s2"), "n_control"] == 2
+    assert gains.loc[("r48", "s2"), "gain_control"] == pytest.approx(planted_gain("r48", 2))
+    assert gains.loc[("r48", "s3"), "n_control"] == 3
+    # focal is still the best real-only loss at r48 on its one remaining seed (0.37 vs bce 0.31)
+    assert gains.loc[("r48", "s3"), "baseline_loss"] == "focal"
+    assert gains.loc[("r48", "s3"), "n_baseline"] == 1
