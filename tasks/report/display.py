@@ -184,3 +184,28 @@ def display_retrieval(r: pd.DataFrame) -> pd.DataFrame:
             "seed pairs": r.n_f1_change,
         }
     )
+
+
+def display_numerics(n: pd.DataFrame) -> pd.DataFrame:
+    """The guard's verdict per family x precision x attention beside the trials run with it."""
+    if n.empty:
+        return n
+    get = lambda c: n[c] if c in n else pd.Series([None] * len(n), index=n.index)  # noqa: E731
+    reason = get("skipped_reason").fillna("").astype(str)
+    flagged = get("flagged")
+    verdict = [
+        f"skipped: {r}" if r else ("FLAGGED" if f is True else ("ok" if f is False else "not run"))
+        for r, f in zip(reason, flagged, strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "family": n.family,
+            "precision": n.precision,
+            "attention": n.attention,
+            "max |logit diff| vs fp32 eager": get("max_abs_diff").map(lambda x: _num(x, "{:.3g}")),
+            "guard": verdict,
+            "trials": get("n_trials").fillna(0).astype(int),
+            "flagged trials": get("flagged_trials").fillna(0).astype(int),
+            "mean metric": get("mean").map(_num),
+        }
+    )

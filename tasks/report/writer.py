@@ -190,7 +190,7 @@ def build_sections(
             "Numerics",
             "The numerics guard's max |logit difference| against fp32 eager per "
             "precision x attention, its flag, and the trials run with each.",
-            [("", num)],
+            [("", display.display_numerics(num))],
         )
     )
     sections.append(
@@ -208,7 +208,7 @@ def _md_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "_(empty)_\n"
     cells = df.astype(object).where(df.notna(), "").astype(str)
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    head = "| " + " | ".join(str(c).replace("|", "\\|") for c in df.columns) + " |"
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
     body = ["| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in cells.values]
     return "\n".join([head, sep, *body]) + "\n"
