@@ -118,6 +118,7 @@ def placement_group(gen: VllmGenerator) -> dict[str, Any]:
     bundle: dict[str, float] = {"CPU": gen.num_cpus_per_actor / tp}
     if gen.num_gpus_per_actor > 0:
         bundle["GPU"] = gen.num_gpus_per_actor / tp
+    bundle.update({k: v / tp for k, v in gen.resources_per_actor.items()})
     # PACK: an engine's workers share a node when they can (tensor parallel wants NVLink).
     return {"bundles": [dict(bundle) for _ in range(tp)], "strategy": "PACK"}
 
