@@ -157,6 +157,9 @@ def main() -> None:
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--batch-wait", type=float, default=0.01)
     p.add_argument("--replica-cpus", type=float, default=2)
+    p.add_argument(
+        "--baseline-last", action="store_true", help="Measure Serve first (checks load drift)."
+    )
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "serve")
     p.add_argument("--baseline-server", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -174,9 +177,10 @@ def main() -> None:
     checkpoint = demo.run_dir / "trials" / "checkpoints" / trial
     texts = demo.test_texts
     print(f"model {trial} ({args.family}); {len(texts)} real test patents, one per request")
+    served = run_serve(demo.run_dir, trial, texts, levels, args) if args.baseline_last else None
     print("baseline: plain FastAPI + uvicorn, one model call per request")
     base = run_baseline(checkpoint, texts, levels, args)
-    served = run_serve(demo.run_dir, trial, texts, levels, args)
+    served = served or run_serve(demo.run_dir, trial, texts, levels, args)
     batched = served["batched"]
     print("ratios (batched / baseline):")
     for b, s in zip(base, batched, strict=True):
