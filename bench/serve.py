@@ -64,7 +64,17 @@ async def load(url: str, texts: list[str], clients: int, max_requests: int, seco
 
 
 def measure(url: str, texts: list[str], levels: list[int], args) -> list[dict]:
+    import httpx
+
     asyncio.run(load(url, texts, 4, 16, 30.0))  # warm-up: first calls load lazy parts
+    # The HTTP path alone (no model): what each request pays before any inference.
+    hops = []
+    with httpx.Client(base_url=url, timeout=30.0) as c:
+        for _ in range(30):
+            t0 = time.perf_counter()
+            c.get("/healthz")
+            hops.append(time.perf_counter() - t0)
+    print(f"  GET /healthz (no model), 1 client: p50 {np.median(hops) * 1000:.1f} ms", flush=True)
     out = []
     for clients in levels:
         lat, statuses, elapsed = asyncio.run(load(url, texts, clients, args.requests, args.seconds))

@@ -1,0 +1,49 @@
+"""A fine-tuned checkpoint served on CUDA in its trained precision (bf16), matching fp32 on CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+
+def test_bf16_checkpoint_served_on_cuda(tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from serve.server import ClassifierServer
+    from tasks.checkpoint import FinetuneClassifier, save_classifier
+    from tasks.models import resolve_model
+
+    source = resolve_model("embedded:minilm-l6")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=4, problem_type="multi_label_classification"
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    labels = ["A01B", "G06F", "H01L", "B65D"]
+    clf = FinetuneClassifier(
+        model,
+        tokenizer,
+        128,
+        labels=labels,
+        names=labels,
+        thresholds=0.5,
+        meta={"precision": "bf16", "attention": "sdpa"},
+    )
+    path = save_classifier(tmp_path / "ckpt", clf)
+    texts = ["A semiconductor device with a gate electrode.", "A carton with a dispenser."]
+
+    gpu = ClassifierServer({"checkpoint": str(path), "trial_id": "t", "num_gpus": 1})
+    assert gpu.precision == "bf16"
+    param = next(gpu.classifier.model.parameters())
+    assert param.device.type == "cuda" and param.dtype == torch.bfloat16
+    got = gpu.predict_proba(texts)
+
+    model.eval()
+    with torch.inference_mode():
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        ref = torch.sigmoid(model(**enc).logits.float()).numpy()
+    assert got.shape == (2, 4)
+    np.testing.assert_allclose(got, ref, atol=0.02)  # bf16 vs fp32: a few 1e-3 apart
