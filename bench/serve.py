@@ -2,14 +2,17 @@
 
 Same model, same API code (`serve.api.create_api`), same texts, same run, loopback only:
 
-- batched: `synthpat serve`'s application (Ray Serve HTTP proxy -> replica, `@serve.batch`).
-- baseline: the same FastAPI app under one uvicorn process, one model call per request.
+- baseline: the same FastAPI app under one uvicorn process, one model call per request;
+- batched: `synthpat serve`'s application (Ray Serve HTTP proxy -> replica, `@serve.batch`);
+- Serve unbatched: the same live deployment reconfigured to max_batch_size=1.
 
-Each client sends one real test patent per request. Per concurrency level (1, 8, 32 clients) it
-sends at most `--requests` requests and stops after `--seconds`, whichever comes first; it prints
-requests/s, p50/p99 latency, the count of 5xx answers, and the batched/baseline ratios.
+Each client sends one real test patent per request. The three servers run side by side and are
+measured in interleaved rounds (baseline, batched, unbatched, again ...), so that a shared
+machine's changing load falls on all three alike. Per concurrency level (1, 8, 32 clients) each
+server gets at most `--requests` requests and `--seconds`; the script prints requests/s, p50/p99
+latency, the count of 5xx answers, and the ratios.
 
-    .venv/bin/python bench/serve.py [--family frozen_head|tfidf_linear] [--requests 400]
+    .venv/bin/python bench/serve.py [--family frozen_head|tfidf_linear] [--requests 300]
 """
 
 from __future__ import annotations
@@ -63,37 +66,30 @@ async def load(url: str, texts: list[str], clients: int, max_requests: int, seco
     return np.array(latencies), statuses, elapsed
 
 
-def measure(url: str, texts: list[str], levels: list[int], args) -> list[dict]:
+def summarize(clients: int, lat: list[float], statuses: list[int], elapsed: float) -> dict:
+    arr = np.array(lat)
+    return {
+        "clients": clients,
+        "requests": len(arr),
+        "rps": len(arr) / elapsed,
+        "p50_ms": float(np.percentile(arr, 50) * 1000),
+        "p99_ms": float(np.percentile(arr, 99) * 1000),
+        "non_200": sum(s != 200 for s in statuses),
+        "5xx": sum(s >= 500 for s in statuses),
+    }
+
+
+def http_path_ms(url: str) -> float:
+    """Median latency of GET /healthz: what each request pays before any inference."""
     import httpx
 
-    asyncio.run(load(url, texts, 4, 16, 30.0))  # warm-up: first calls load lazy parts
-    # The HTTP path alone (no model): what each request pays before any inference.
     hops = []
     with httpx.Client(base_url=url, timeout=30.0) as c:
         for _ in range(30):
             t0 = time.perf_counter()
             c.get("/healthz")
             hops.append(time.perf_counter() - t0)
-    print(f"  GET /healthz (no model), 1 client: p50 {np.median(hops) * 1000:.1f} ms", flush=True)
-    out = []
-    for clients in levels:
-        lat, statuses, elapsed = asyncio.run(load(url, texts, clients, args.requests, args.seconds))
-        row = {
-            "clients": clients,
-            "requests": len(lat),
-            "rps": len(lat) / elapsed,
-            "p50_ms": float(np.percentile(lat, 50) * 1000),
-            "p99_ms": float(np.percentile(lat, 99) * 1000),
-            "non_200": sum(s != 200 for s in statuses),
-            "5xx": sum(s >= 500 for s in statuses),
-        }
-        print(
-            f"  {clients:>3} clients: {row['requests']:>4} req, {row['rps']:7.1f} req/s, "
-            f"p50 {row['p50_ms']:7.1f} ms, p99 {row['p99_ms']:7.1f} ms, 5xx {row['5xx']}",
-            flush=True,
-        )
-        out.append(row)
-    return out
+    return float(np.median(hops) * 1000)
 
 
 def baseline_server(checkpoint: str, port: int) -> None:
@@ -112,64 +108,121 @@ def baseline_server(checkpoint: str, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def run_baseline(checkpoint: Path, texts, levels, args) -> list[dict]:
+class ServeSide:
+    """The Serve app on a local Ray, switched between batched and unbatched by user_config."""
+
+    def __init__(self, run_dir: Path, trial: str, args):
+        import ray
+
+        from orchestrator.config.serve import ServeConfig
+        from serve.launch import free_port, start_server
+        from serve.select import select_checkpoint
+
+        self.cfg = ServeConfig(
+            num_cpus=args.replica_cpus,
+            max_batch_size=args.max_batch_size,
+            batch_wait_timeout_s=args.batch_wait,
+        )
+        self.selection = select_checkpoint(run_dir, trial_id=trial)
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, object_store_memory=300 << 20
+        )
+        port = free_port()
+        self.url = start_server(run_dir, self.cfg, trial, host="127.0.0.1", port=port).url
+        self.batch = args.max_batch_size
+
+    def use(self, max_batch_size: int) -> None:
+        """Reconfigure the live replica (user_config only) and wait until it reports the change."""
+        import httpx
+        from ray import serve
+
+        from serve.app import build_app
+        from serve.launch import APP_NAME
+
+        if max_batch_size == self.batch:
+            return
+        wait = self.cfg.batch_wait_timeout_s if max_batch_size > 1 else 0.0
+        cfg = self.cfg.model_copy(
+            update={"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait}
+        )
+        serve.run(build_app(cfg, self.selection), name=APP_NAME, route_prefix="/")
+        while (
+            httpx.get(f"{self.url}/v1/model").json()["batching"]["max_batch_size"] != max_batch_size
+        ):
+            time.sleep(0.2)
+        self.batch = max_batch_size
+
+    def close(self) -> None:
+        import ray
+
+        from serve.launch import stop_server
+
+        stop_server()
+        ray.shutdown()
+
+
+def run_all(checkpoint: Path, run_dir: Path, trial: str, texts, levels, args) -> dict:
     from serve.launch import free_port, wait_ready
 
     port = free_port()
     cmd = [sys.executable, __file__, "--baseline-server", str(checkpoint), "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT)
+    side = None
     try:
-        wait_ready(f"http://127.0.0.1:{port}", 300)
-        return measure(f"http://127.0.0.1:{port}", texts, levels, args)
+        base_url = f"http://127.0.0.1:{port}"
+        wait_ready(base_url, 300)
+        side = ServeSide(run_dir, trial, args)
+        servers = {
+            "baseline": (base_url, None),
+            "batched": (side.url, args.max_batch_size),
+            "serve_unbatched": (side.url, 1),
+        }
+        for name, (url, batch) in servers.items():
+            if batch:
+                side.use(batch)
+            asyncio.run(load(url, texts, 4, 16, 30.0))  # warm-up: lazy parts load on first calls
+            print(f"{name}: GET /healthz p50 {http_path_ms(url):.1f} ms (the HTTP path alone)")
+        out: dict[str, list[dict]] = {name: [] for name in servers}
+        per_round = max(1, args.requests // args.rounds)
+        for clients in levels:
+            acc = {name: ([], [], 0.0) for name in servers}
+            for _ in range(args.rounds):
+                for name, (url, batch) in servers.items():
+                    if batch:
+                        side.use(batch)
+                    lat, st, el = asyncio.run(
+                        load(url, texts, clients, per_round, args.seconds / args.rounds)
+                    )
+                    a = acc[name]
+                    acc[name] = (a[0] + list(lat), a[1] + st, a[2] + el)
+            for name in servers:
+                row = summarize(clients, *acc[name])
+                out[name].append(row)
+                print(
+                    f"  {clients:>3} clients {name:>15}: {row['requests']:>4} req, "
+                    f"{row['rps']:7.1f} req/s, p50 {row['p50_ms']:7.1f} ms, "
+                    f"p99 {row['p99_ms']:7.1f} ms, 5xx {row['5xx']}",
+                    flush=True,
+                )
+        return out
     finally:
+        if side is not None:
+            side.close()
         proc.terminate()
         proc.wait(30)
-
-
-def run_serve(run_dir: Path, trial: str, texts, levels, args) -> dict[str, list[dict]]:
-    """Ray Serve batched, then the same live deployment reconfigured to max_batch_size=1."""
-    import ray
-    from ray import serve
-
-    from orchestrator.config.serve import ServeConfig
-    from serve.app import build_app
-    from serve.launch import APP_NAME, free_port, start_server, stop_server
-    from serve.select import select_checkpoint
-
-    cfg = ServeConfig(
-        num_cpus=args.replica_cpus,
-        max_batch_size=args.max_batch_size,
-        batch_wait_timeout_s=args.batch_wait,
-    )
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300 << 20)
-    out = {}
-    try:
-        running = start_server(run_dir, cfg, checkpoint=trial, host="127.0.0.1", port=free_port())
-        print(f"batched: Ray Serve, max_batch_size={args.max_batch_size}, wait={args.batch_wait}s")
-        out["batched"] = measure(running.url, texts, levels, args)
-        # Same replica, user_config only: isolates what batching itself buys from Serve's hop.
-        one = cfg.model_copy(update={"max_batch_size": 1, "batch_wait_timeout_s": 0.0})
-        serve.run(build_app(one, select_checkpoint(run_dir, trial_id=trial)), name=APP_NAME)
-        print("unbatched Serve: the same deployment with max_batch_size=1")
-        out["serve_unbatched"] = measure(running.url, texts, levels, args)
-    finally:
-        stop_server()
-        ray.shutdown()
-    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", choices=sorted(TRIAL), default="frozen_head")
-    p.add_argument("--requests", type=int, default=400, help="Most requests per level.")
-    p.add_argument("--seconds", type=float, default=60.0, help="Longest time per level.")
+    p.add_argument("--requests", type=int, default=300, help="Most requests per level and server.")
+    p.add_argument("--seconds", type=float, default=60.0, help="Longest time per level and server.")
+    p.add_argument("--rounds", type=int, default=3, help="Interleaved rounds per level.")
     p.add_argument("--levels", default="1,8,32")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--batch-wait", type=float, default=0.01)
     p.add_argument("--replica-cpus", type=float, default=2)
-    p.add_argument(
-        "--baseline-last", action="store_true", help="Measure Serve first (checks load drift)."
-    )
+    p.add_argument("--reuse", action="store_true", help="Reuse the trained model in --work.")
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "serve")
     p.add_argument("--baseline-server", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -178,36 +231,36 @@ def main() -> None:
         baseline_server(args.baseline_server, args.port)
         return
 
+    levels = [int(x) for x in args.levels.split(",")]
+    trial = TRIAL[args.family]
+    texts = _texts(args, trial)
+    checkpoint = args.work / "trials" / "checkpoints" / trial
+    print(f"model {trial} ({args.family}); {len(texts)} real test patents, one per request")
+    res = run_all(checkpoint, args.work, trial, texts, levels, args)
+    print("ratios at each level (batched / baseline; batched / Serve unbatched):")
+    for b, s, u in zip(res["baseline"], res["batched"], res["serve_unbatched"], strict=True):
+        print(
+            f"  {b['clients']:>3} clients: vs baseline req/s x{s['rps'] / b['rps']:.2f} "
+            f"p99 x{s['p99_ms'] / b['p99_ms']:.2f}; vs Serve unbatched req/s "
+            f"x{s['rps'] / u['rps']:.2f} p99 x{s['p99_ms'] / u['p99_ms']:.2f}"
+        )
+    total_5xx = sum(r["5xx"] for rows in res.values() for r in rows)
+    print(f"5xx across the run: {total_5xx}")
+    result = {"family": args.family, **res, "5xx": total_5xx}
+    (args.work / f"result-{args.family}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _texts(args, trial: str) -> list[str]:
+    """Real held-out patents; the model is trained unless --reuse finds it in --work."""
     from serve.demo import make_demo_run
 
-    levels = [int(x) for x in args.levels.split(",")]
+    saved = args.work / "test_texts.json"
+    if args.reuse and saved.is_file() and (args.work / "trials" / "checkpoints" / trial).is_dir():
+        return json.loads(saved.read_text())
     head = "embedded:minilm-l6" if args.family == "frozen_head" else None
     demo = make_demo_run(args.work, PATENTS, n_train=300, n_test=64, frozen_head=head)
-    trial = TRIAL[args.family]
-    checkpoint = demo.run_dir / "trials" / "checkpoints" / trial
-    texts = demo.test_texts
-    print(f"model {trial} ({args.family}); {len(texts)} real test patents, one per request")
-    served = run_serve(demo.run_dir, trial, texts, levels, args) if args.baseline_last else None
-    print("baseline: plain FastAPI + uvicorn, one model call per request")
-    base = run_baseline(checkpoint, texts, levels, args)
-    served = served or run_serve(demo.run_dir, trial, texts, levels, args)
-    batched = served["batched"]
-    print("ratios (batched / baseline):")
-    for b, s in zip(base, batched, strict=True):
-        print(
-            f"  {b['clients']:>3} clients: req/s x{s['rps'] / b['rps']:.2f}, "
-            f"p99 x{s['p99_ms'] / b['p99_ms']:.2f}"
-        )
-    total_5xx = sum(r["5xx"] for r in base + batched)
-    for b, s in zip(served["serve_unbatched"], batched, strict=True):
-        print(
-            f"  {b['clients']:>3} clients: batched / unbatched Serve: "
-            f"req/s x{s['rps'] / b['rps']:.2f}, p99 x{s['p99_ms'] / b['p99_ms']:.2f}"
-        )
-    total_5xx += sum(r["5xx"] for r in served["serve_unbatched"])
-    print(f"5xx across the run: {total_5xx}")
-    result = {"family": args.family, "baseline": base, **served, "5xx": total_5xx}
-    (args.work / f"result-{args.family}.json").write_text(json.dumps(result, indent=2) + "\n")
+    saved.write_text(json.dumps(demo.test_texts))
+    return demo.test_texts
 
 
 if __name__ == "__main__":
