@@ -17,6 +17,8 @@ subclasses among the rows read) and compare against a named baseline in the same
    - baseline (sequential): the same trials one after another in this process, one thread.
 
     .venv/bin/python bench/trials.py [--part finetune|grid|both] [--rows 256] [--epochs 3]
+
+With `--repeats` > 1 the two fine-tune loops alternate and the medians are compared.
 """
 
 from __future__ import annotations
@@ -162,17 +164,26 @@ def bench_finetune(args: argparse.Namespace) -> None:
     fam = Family(args.epochs, args.batch_size, args.max_length)
     print(f"finetune: {len(df)} patents, {len(labels)} labels, MiniLM, batch {fam.batch_size}, "
           f"max_length {fam.max_length}, {fam.epochs} epochs")  # fmt: skip
-    base = plain_loop(df, labels, fam)
-    print(f"  baseline plain PyTorch loop: {base['samples_per_s']:.1f} samples/s "
-          f"(epochs {[round(r, 1) for r in base['epoch_samples_per_s']]}, "
-          f"{base['threads']} threads), end to end {base['wall_s']:.1f} s")  # fmt: skip
-    tuned = tune_trial(df, labels, fam, args.cpus)
-    print(f"  Ray Tune trial + Ray Train:  {tuned['samples_per_s']:.1f} samples/s "
-          f"(epochs {[round(r, 1) for r in tuned['epoch_samples_per_s']]}, "
-          f"{tuned['threads']} threads), end to end {tuned['wall_s']:.1f} s")  # fmt: skip
-    ratio = tuned["samples_per_s"] / base["samples_per_s"]
-    print(f"  ratio tune/plain samples/s: {ratio:.2f} (target >= 0.9); "
-          f"end-to-end wall ratio plain/tune: {base['wall_s'] / tuned['wall_s']:.2f}")  # fmt: skip
+    bases, tuneds = [], []
+    for _ in range(args.repeats):  # alternate, so load from elsewhere hits both sides alike
+        bases.append(plain_loop(df, labels, fam))
+        _print("baseline plain PyTorch loop", bases[-1])
+        tuneds.append(tune_trial(df, labels, fam, args.cpus))
+        _print("Ray Tune trial + Ray Train ", tuneds[-1])
+    base = float(np.median([b["samples_per_s"] for b in bases]))
+    tuned = float(np.median([t["samples_per_s"] for t in tuneds]))
+    base_wall = float(np.median([b["wall_s"] for b in bases]))
+    tuned_wall = float(np.median([t["wall_s"] for t in tuneds]))
+    print(f"  median samples/s: plain {base:.1f}, tune {tuned:.1f}; "
+          f"ratio tune/plain {tuned / base:.2f} (target >= 0.9)")  # fmt: skip
+    print(f"  median end-to-end wall: plain {base_wall:.1f} s, tune {tuned_wall:.1f} s; "
+          f"ratio plain/tune {base_wall / tuned_wall:.2f}")  # fmt: skip
+
+
+def _print(name: str, r: dict) -> None:
+    print(f"  {name}: {r['samples_per_s']:.1f} samples/s "
+          f"(epochs {[round(x, 1) for x in r['epoch_samples_per_s']]}, {r['threads']} threads), "
+          f"end to end {r['wall_s']:.1f} s")  # fmt: skip
 
 
 def _head_trial(x: np.ndarray, y: np.ndarray, loss: str, seed: int, epochs: int) -> dict:
@@ -244,6 +255,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=2, help="plain/tune pairs, alternating")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     p.add_argument("--grid-rows", type=int, default=1024)
     p.add_argument("--seeds", type=int, default=4)
