@@ -109,54 +109,48 @@ def baseline_server(checkpoint: str, port: int) -> None:
 
 
 class ServeSide:
-    """The Serve app on a local Ray, switched between batched and unbatched by user_config."""
+    """Two Serve apps on one local Ray: batched at /, the same deployment with max_batch_size=1
+    at /unbatched. Side by side, not one reconfigured: a `serve.run` of a changed deployment
+    replaces its replica, which would land in the measurement.
+    """
 
     def __init__(self, run_dir: Path, trial: str, args):
         import ray
+        from ray import serve
 
         from orchestrator.config.serve import ServeConfig
-        from serve.launch import free_port, start_server
+        from serve.app import build_app
+        from serve.launch import free_port, start_server, wait_ready
         from serve.select import select_checkpoint
 
-        self.cfg = ServeConfig(
+        cfg = ServeConfig(
             num_cpus=args.replica_cpus,
             max_batch_size=args.max_batch_size,
             batch_wait_timeout_s=args.batch_wait,
         )
-        self.selection = select_checkpoint(run_dir, trial_id=trial)
+        # Logical CPUs: both replicas get `replica_cpus` (and as many torch threads) like the
+        # baseline process, on the same 2 physical cores.
         ray.init(
-            address="local", num_cpus=2, include_dashboard=False, object_store_memory=300 << 20
+            address="local",
+            num_cpus=int(2 * args.replica_cpus) + 1,
+            include_dashboard=False,
+            object_store_memory=300 << 20,
         )
         port = free_port()
-        self.url = start_server(run_dir, self.cfg, trial, host="127.0.0.1", port=port).url
-        self.batch = args.max_batch_size
-
-    def use(self, max_batch_size: int) -> None:
-        """Reconfigure the live replica (user_config only) and wait until it reports the change."""
-        import httpx
-        from ray import serve
-
-        from serve.app import build_app
-        from serve.launch import APP_NAME
-
-        if max_batch_size == self.batch:
-            return
-        wait = self.cfg.batch_wait_timeout_s if max_batch_size > 1 else 0.0
-        cfg = self.cfg.model_copy(
-            update={"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait}
-        )
-        serve.run(build_app(cfg, self.selection), name=APP_NAME, route_prefix="/")
-        while (
-            httpx.get(f"{self.url}/v1/model").json()["batching"]["max_batch_size"] != max_batch_size
-        ):
-            time.sleep(0.2)
-        self.batch = max_batch_size
+        self.url = start_server(run_dir, cfg, trial, host="127.0.0.1", port=port).url
+        one = cfg.model_copy(update={"max_batch_size": 1, "batch_wait_timeout_s": 0.0})
+        selection = select_checkpoint(run_dir, trial_id=trial)
+        serve.run(build_app(one, selection), name="unbatched", route_prefix="/unbatched")
+        self.unbatched_url = f"{self.url}/unbatched"
+        wait_ready(self.unbatched_url)
 
     def close(self) -> None:
         import ray
+        from ray import serve
 
         from serve.launch import stop_server
 
+        serve.delete("unbatched")
         stop_server()
         ray.shutdown()
 
@@ -172,14 +166,8 @@ def run_all(checkpoint: Path, run_dir: Path, trial: str, texts, levels, args) ->
         base_url = f"http://127.0.0.1:{port}"
         wait_ready(base_url, 300)
         side = ServeSide(run_dir, trial, args)
-        servers = {
-            "baseline": (base_url, None),
-            "batched": (side.url, args.max_batch_size),
-            "serve_unbatched": (side.url, 1),
-        }
-        for name, (url, batch) in servers.items():
-            if batch:
-                side.use(batch)
+        servers = {"baseline": base_url, "batched": side.url, "serve_unbatched": side.unbatched_url}
+        for name, url in servers.items():
             asyncio.run(load(url, texts, 4, 16, 30.0))  # warm-up: lazy parts load on first calls
             print(f"{name}: GET /healthz p50 {http_path_ms(url):.1f} ms (the HTTP path alone)")
         out: dict[str, list[dict]] = {name: [] for name in servers}
@@ -187,9 +175,7 @@ def run_all(checkpoint: Path, run_dir: Path, trial: str, texts, levels, args) ->
         for clients in levels:
             acc = {name: ([], [], 0.0) for name in servers}
             for _ in range(args.rounds):
-                for name, (url, batch) in servers.items():
-                    if batch:
-                        side.use(batch)
+                for name, url in servers.items():
                     lat, st, el = asyncio.run(
                         load(url, texts, clients, per_round, args.seconds / args.rounds)
                     )
