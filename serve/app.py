@@ -78,3 +78,20 @@ def build_app(cfg: Any, selection: Selection, api_key: str | None = None) -> Any
     spec = server_spec(selection, cfg.num_gpus)
     settings = ApiSettings.from_serve_config(cfg, api_key)
     return ClassifierDeployment.options(**deployment_options(cfg)).bind(spec, settings)
+
+
+def app_from_args(args: dict[str, str]) -> Any:
+    """Builder for Serve config files (`serve run serve.app:app_from_args run_dir=DIR`).
+
+    `args`: `run_dir` (required), `checkpoint` (a trial id). Deployed this way (`serve deploy`),
+    a changed `user_config` (max_batch_size, batch_wait_timeout_s) reconfigures the live replicas
+    in place; `serve.run` of a rebuilt app replaces them instead.
+    """
+    from serve.launch import api_key_from_env, load_run_settings
+    from serve.select import select_checkpoint
+
+    if "run_dir" not in args:
+        raise ValueError("app_from_args: args need run_dir (a runs/<study> folder)")
+    cfg, _ = load_run_settings(args["run_dir"])
+    selection = select_checkpoint(args["run_dir"], cfg.select_metric, args.get("checkpoint"))
+    return build_app(cfg, selection, api_key_from_env(cfg))

@@ -168,3 +168,16 @@ def test_model_card_and_runtime_batching(served):
     serve.run(build_app(new, select_checkpoint(demo.run_dir)), name="synthpat", route_prefix="/")
     info = client.get("/v1/model").json()
     assert info["batching"] == {"max_batch_size": 4, "batch_wait_timeout_s": 0.02}
+
+
+def test_app_builder_for_config_files(served):
+    from ray.serve import Application
+
+    from serve.app import app_from_args
+
+    demo, _, _ = served
+    assert isinstance(app_from_args({"run_dir": str(demo.run_dir)}), Application)
+    with pytest.raises(ValueError, match="args need run_dir"):
+        app_from_args({})
+    with pytest.raises(ValueError, match="'zz': no such trial_id"):
+        app_from_args({"run_dir": str(demo.run_dir), "checkpoint": "zz"})
