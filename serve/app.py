@@ -8,6 +8,7 @@ wait change at runtime through the deployment's `user_config`.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,9 @@ class ClassifierDeployment:
     def __init__(self, spec: dict[str, Any], settings: ApiSettings):
         self.server = ClassifierServer(spec)
         self.settings = settings
+        # One model thread: torch's intra-op pool belongs to the calling thread, so a rotating
+        # executor would create (and spin) several pools on the same cores.
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_api(self.server, self.infer, self.settings)
@@ -50,7 +54,8 @@ class ClassifierDeployment:
     async def _predict_one(self, texts: list[str]) -> list[np.ndarray]:
         # The model runs in a worker thread so the event loop keeps accepting requests (and
         # filling the next batch) meanwhile.
-        probs = await asyncio.to_thread(self.server.predict_proba, texts)
+        loop = asyncio.get_running_loop()
+        probs = await loop.run_in_executor(self._model_thread, self.server.predict_proba, texts)
         return list(probs)
 
 
