@@ -63,12 +63,8 @@ def gains_figure(
         return None
     plt = _plt()
     panels = list(gains.groupby(["regime", "family"], sort=False))
-    fig, axes = plt.subplots(
-        len(panels),
-        1,
-        figsize=(8, 0.5 + 0.45 * max(len(g) for _, g in panels) * len(panels) + 1),
-        squeeze=False,
-    )
+    height = sum(1.4 + 0.5 * len(g) for _, g in panels) + 0.6
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, height), squeeze=False)
     for ax, ((regime, family), g) in zip(axes[:, 0], panels, strict=True):
         y = np.arange(len(g))
         ax.errorbar(
@@ -93,8 +89,12 @@ def gains_figure(
         ax.set_yticks(y, [_label(r) for _, r in g.iterrows()], fontsize=8)
         ax.set_title(f"{regime}, {family}", fontsize=10)
         ax.set_xlabel(f"gain in {metric}")
-    axes[0, 0].legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    for ax in axes[:, 0]:
+        ax.set_ylim(-0.6, ax.get_ylim()[1] + 0.3)
+    # Below the panels: inside one it would hide points.
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.6 / height, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
     path = out / "gains.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
