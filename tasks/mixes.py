@@ -56,19 +56,10 @@ def rng_for(seed: int, *parts: object) -> np.random.Generator:
 
 def slice_volume(synthetic: pd.DataFrame, ratio: float, n_real: int) -> pd.DataFrame:
     """The corpus volume at `ratio`: the first round(ratio * n_real) rows by `volume_rank`."""
-    try:  # the generate stage's own definition, when the package provides it
-        from tasks.corpus import slice_volume as corpus_slice
-    except ImportError:
-        corpus_slice = None
-    if corpus_slice is not None:
-        return corpus_slice(synthetic, ratio, n_real)
     n = int(round(ratio * n_real))
-    order = (
-        synthetic.sort_values("volume_rank", kind="stable")
-        if "volume_rank" in synthetic
-        else (synthetic)
-    )
-    return order.head(n)
+    if "volume_rank" in synthetic:
+        synthetic = synthetic.sort_values("volume_rank", kind="stable")
+    return synthetic.head(n)
 
 
 def _rows(df: pd.DataFrame, source: str | None = None) -> pd.DataFrame:
