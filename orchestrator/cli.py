@@ -151,10 +151,12 @@ def submit(
     extra, notes = cluster_overrides(cfg, overrides or [], Path.cwd(), runs_dir)
     for note in notes:
         typer.echo(f"note: {note}", err=True)
-    job_id, status = submit_study(
+    job_id, status, log_tail = submit_study(
         address, config, [*(overrides or []), *extra], Path.cwd(), wait=wait
     )
     typer.echo(f"job {job_id}: {status}")
+    if log_tail:
+        typer.echo(f"last lines of the job's log:\n{log_tail}", err=True)
     if wait and status != "SUCCEEDED":
         raise typer.Exit(1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from pathlib import Path
@@ -44,6 +45,23 @@ def cluster_overrides(
     return extra, notes
 
 
+def use_ray_auth_token_if_available() -> bool:
+    """Send Ray's auth token with Jobs requests when one is at hand and no mode was chosen.
+
+    `ray start` turns token auth on by itself when ~/.ray/auth_token exists, but a client process
+    with RAY_AUTH_MODE unset sends no token and gets 401. Follow the same rule as the head: an
+    explicit RAY_AUTH_MODE wins; otherwise a token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+    ~/.ray/auth_token means token mode. Must run before Ray reads its config (first import).
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return os.environ["RAY_AUTH_MODE"].lower() == "token"
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
+    if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        return True
+    return False
+
+
 def build_entrypoint(config: str, overrides: list[str]) -> str:
     """The command the job runs on the head node."""
     return " ".join(
@@ -59,12 +77,13 @@ def submit_study(
     pip: list[str] | None = None,
     wait: bool = False,
     timeout_s: float = 3600,
-) -> tuple[str, str]:
-    """Submit `synthpat run CONFIG` as a Ray job; return (job id, final or current status).
+) -> tuple[str, str, str]:
+    """Submit `synthpat run CONFIG` as a Ray job; return (job id, status, log tail if it failed).
 
     The config path is made relative to the project folder, which becomes the job's working dir,
     so the cluster sees the same tree as the laptop.
     """
+    use_ray_auth_token_if_available()
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     project_dir = project_dir.resolve()
@@ -89,4 +108,7 @@ def submit_study(
                 break
             time.sleep(2)
             status = client.get_job_status(job_id)
-    return job_id, str(status)
+    tail = ""
+    if status in {JobStatus.FAILED, JobStatus.STOPPED}:
+        tail = "\n".join(client.get_job_logs(job_id).splitlines()[-40:])
+    return job_id, str(status), tail

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +34,10 @@ def ray_head(num_cpus: int = 2, timeout_s: float = 120) -> Iterator[str]:
     gcs, dash = free_port(), free_port()
     # A short temp dir: Ray's socket paths must stay under the 107-character limit.
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Jobs run `python ...` from PATH, as on a cluster node whose environment is active: put this
+    # interpreter's bin folder first, as activating the venv would.
+    path = f"{ray_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PATH": path}
     cmd = [
         str(ray_bin), "start", "--head", "--block", f"--port={gcs}",
         "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
@@ -49,6 +53,10 @@ def ray_head(num_cpus: int = 2, timeout_s: float = 120) -> Iterator[str]:
         while True:
             try:
                 urllib.request.urlopen(f"{address}/api/version", timeout=2).read()
+                break
+            except urllib.error.HTTPError:
+                # The dashboard answers, but asks for Ray's auth token (token auth is on by
+                # default once ~/.ray/auth_token exists): it is up.
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
