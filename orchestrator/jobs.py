@@ -77,6 +77,7 @@ def submit_study(
     pip: list[str] | None = None,
     wait: bool = False,
     timeout_s: float = 3600,
+    agent_wait_s: float = 120,
 ) -> tuple[str, str, str]:
     """Submit `synthpat run CONFIG` as a Ray job; return (job id, status, log tail if it failed).
 
@@ -97,9 +98,19 @@ def submit_study(
     if pip:
         runtime_env["pip"] = pip
     client = JobSubmissionClient(address)
-    job_id = client.submit_job(
-        entrypoint=build_entrypoint(str(rel), overrides), runtime_env=runtime_env
-    )
+    # A head that has just come up answers HTTP before its job agent has registered ("No
+    # available agent to submit job"): retry that, and only that, for a while.
+    agent_deadline = time.monotonic() + agent_wait_s
+    while True:
+        try:
+            job_id = client.submit_job(
+                entrypoint=build_entrypoint(str(rel), overrides), runtime_env=runtime_env
+            )
+            break
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.monotonic() > agent_deadline:
+                raise
+            time.sleep(2)
     status = client.get_job_status(job_id)
     if wait:
         deadline = time.monotonic() + timeout_s

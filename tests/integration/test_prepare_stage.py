@@ -85,9 +85,10 @@ def test_bad_records_are_set_aside_and_too_few_fails(tmp_path, uspto_path):
     assert res.exit_code == 1
     assert "only 400 valid records" in res.output and "min_good_records=1000" in res.output
     # the failed attempt left the earlier, complete artifact untouched
-    assert json.loads((tmp_path / "runs/prep/prepare/manifest.json").read_text())["rows"][
-        "records"
-    ] == 400
+    assert (
+        json.loads((tmp_path / "runs/prep/prepare/manifest.json").read_text())["rows"]["records"]
+        == 400
+    )
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
