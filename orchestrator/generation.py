@@ -9,6 +9,7 @@ its error and retried in a later round, up to `max_retries`; it never stops the 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -33,6 +34,7 @@ RESULT_COLUMNS = [
     "attempts",
 ]
 _ERROR = "__inference_error__"
+log = logging.getLogger(__name__)
 LIGHT_CPUS = 0.1  # CPUs reserved by each light (non-engine) step of the pipeline
 
 
@@ -215,12 +217,16 @@ def run_generation(
     shard_dir: Path,
     max_retries: int,
     *,
+    pipeline_restarts: int = 3,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Generate every prompt with one generator, resuming from `shard_dir`; one row per prompt.
 
     Returns RESULT_COLUMNS for exactly the prompts' ids. Rounds repeat until no row is pending:
     round one runs the new rows, later rounds the failed ones (a fresh pipeline, so a fresh engine).
+    A round that dies of a Ray system error (a node lost with its actor, a preempted spot worker)
+    is started again on the rows still pending, up to `pipeline_restarts` times: the shards
+    written before the loss stay, so no row is generated twice and none is lost.
     """
     import ray
 
@@ -232,10 +238,49 @@ def run_generation(
     store = ShardStore(shard_dir)
     model_path = resolve_model(gen.model)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    restarts = 0
     while todo := pending(prompts, store.read(), max_retries):
-        _run_round(todo, gen, model_path, store, progress)
+        try:
+            _run_round(todo, gen, model_path, store, progress)
+        except Exception as e:
+            if restarts >= pipeline_restarts or not is_system_failure(e):
+                raise
+            restarts += 1
+            log.warning(
+                "generate %s: pipeline lost (%s); restart %d of %d on the pending rows",
+                gen.name, _first_line(e), restarts, pipeline_restarts,
+            )  # fmt: skip
     done = store.read()
     return done[done["id"].isin(set(ids))].set_index("id").loc[ids].reset_index()
+
+
+def is_system_failure(error: BaseException) -> bool:
+    """Whether an error (or one it wraps) is Ray losing a node, an actor or an object, rather
+    than the work itself failing: the former is worth a restart, the latter would fail again."""
+    from ray import exceptions as rex
+
+    system = (
+        rex.NodeDiedError,
+        rex.ActorDiedError,
+        rex.ActorUnavailableError,
+        rex.WorkerCrashedError,
+        rex.ObjectLostError,
+        rex.OwnerDiedError,
+        rex.RaySystemError,
+        rex.LocalRayletDiedError,
+    )
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, system):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]
 
 
 def _run_round(

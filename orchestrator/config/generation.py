@@ -117,6 +117,12 @@ class GenerationConfig(StrictModel):
         1, ge=0, description="Each regime label is a target at least this many times."
     )
     max_retries: int = Field(2, ge=0, description="Retries of a failed row before it is given up.")
+    pipeline_restarts: int = Field(
+        3,
+        ge=0,
+        description="Times a pipeline that died of a Ray system error (a node or actor lost, "
+        "spot preemption) is started again on the rows still pending.",
+    )
     seed: int = Field(0, description="Base seed; each row gets its own seed derived from it.")
     filters: FilterConfig = FilterConfig()
 

@@ -87,7 +87,7 @@ class GenerateStage(Stage):
         prompts = [p for rows in plans.values() for p in rows]
         corpora, stats, totals = [], [], {"generated": 0, "failed": 0, "output_tokens": 0}
         for g in gen_cfg.generators:
-            results = generate_rows(prompts, g, ctx, gen_cfg.max_retries)
+            results = generate_rows(prompts, g, ctx, gen_cfg.max_retries, gen_cfg.pipeline_restarts)
             by_id = results.set_index("id")
             for (regime, strategy, variant), rows in plans.items():
                 cid = f"{regime}__{g.name}__{strategy}__{variant}"
@@ -161,13 +161,21 @@ def plan_all(
     return plans
 
 
-def generate_rows(prompts: list, gen: Any, ctx: StageContext, max_retries: int) -> pd.DataFrame:
+def generate_rows(
+    prompts: list, gen: Any, ctx: StageContext, max_retries: int, pipeline_restarts: int = 3
+) -> pd.DataFrame:
     """One generator's results for all prompts, resumable under the stage's work folder."""
     from orchestrator.generation import run_generation
     from orchestrator.ray_runtime import ensure_ray
 
     ensure_ray(ctx.cfg.resources)
-    return run_generation(prompts, gen, ctx.work_dir / "shards" / gen.name, max_retries)
+    return run_generation(
+        prompts,
+        gen,
+        ctx.work_dir / "shards" / gen.name,
+        max_retries,
+        pipeline_restarts=pipeline_restarts,
+    )
 
 
 def corpus_rows(
