@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_bert import LABELS, build_tiny_bert, make_texts
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from tiny_bert import LABELS, build_tiny_bert, make_texts  # noqa: E402
-
-from tasks.finetune import train_finetune  # noqa: E402
-from tasks.numerics import numerics_guard  # noqa: E402
+from tasks.finetune import train_finetune
+from tasks.numerics import numerics_guard
 
 pytestmark = pytest.mark.gpu
 

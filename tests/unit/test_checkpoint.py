@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from tiny_bert import build_tiny_bert
 
 from tasks.checkpoint import (
     FinetuneClassifier,
@@ -29,26 +30,16 @@ def _common(meta=None):
 
 
 def tiny_bert(tmp_path, n_labels=3):
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
-    words = sorted({w for t in TEXTS for w in t.split()})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
-    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
-    cfg = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=n_labels,
-        problem_type="multi_label_classification",
+    words = tuple(w for t in TEXTS for w in t.split())
+    folder = build_tiny_bert(tmp_path / "tiny-bert", extra_words=words)
+    return (
+        BertForSequenceClassification.from_pretrained(
+            folder, num_labels=n_labels, problem_type="multi_label_classification"
+        ),
+        AutoTokenizer.from_pretrained(folder),
     )
-    import torch
-
-    torch.manual_seed(0)
-    return BertForSequenceClassification(cfg), tok
 
 
 def test_finetune_round_trip(tmp_path):

@@ -7,17 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_bert import LABELS, build_tiny_bert, make_texts
 
 from tasks.checkpoint import load_classifier, save_classifier
 from tasks.finetune import check_numerics, predict_cached, tokenize_cached, train_finetune
-
-WORDS = {
-    0: ["wheelchair", "lift", "ramp", "seat"],
-    1: ["hearing", "cochlear", "sound", "ear"],
-    2: ["braille", "tactile", "pin", "reader"],
-}
-FILLER = ["device", "with", "a", "the", "system", "method", "for", "and"]
-LABELS = ["A61G", "H04R", "G09B"]
 
 
 @dataclass
@@ -33,15 +26,8 @@ class Family:
 
 def make_data(n: int, seed: int) -> tuple[list[str], np.ndarray]:
     """Texts whose labels are exactly the word groups they contain (one or two labels each)."""
-    rng = np.random.default_rng(seed)
-    texts, y = [], np.zeros((n, 3), dtype=np.float32)
-    for i in range(n):
-        labels = rng.choice(3, size=1 + int(rng.random() < 0.3), replace=False)
-        words = [w for j in labels for w in rng.choice(WORDS[j], size=2)]
-        words += list(rng.choice(FILLER, size=4))
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-        y[i, labels] = 1
+    texts, label_sets = make_texts(n, seed)
+    y = np.array([[c in s for c in LABELS] for s in label_sets], dtype=np.float32)
     return texts, y
 
 
@@ -58,29 +44,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
-    """A two-layer BERT (hidden 32) saved as a local folder with its word-level vocabulary."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    words = sorted({w for ws in WORDS.values() for w in ws} | set(FILLER))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
-    # transformers 5 ignores `vocab_file`; the vocabulary goes in as a dict.
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(folder)
-    cfg = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,  # a few hundred rows: dropout only slows the fit down
-        attention_probs_dropout_prob=0.0,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    BertModel(cfg).save_pretrained(folder)
-    return str(folder)
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def test_tokenize_cached_writes_once_and_reuses(tiny_model, tmp_path):

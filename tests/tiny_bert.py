@@ -1,4 +1,7 @@
-"""A tiny BERT folder and separable multi-label texts for training tests (no download)."""
+"""A tiny BERT folder and separable multi-label texts for training tests (no download).
+
+Importable from every test folder: pytest puts tests/ (the root conftest's folder) on sys.path.
+"""
 
 from __future__ import annotations
 
@@ -29,12 +32,13 @@ def make_texts(n: int, seed: int) -> tuple[list[str], list[list[str]]]:
     return texts, label_sets
 
 
-def build_tiny_bert(folder: Path) -> str:
-    """Save a two-layer BERT (hidden 32, no dropout) and its word-level tokenizer in `folder`."""
+def build_tiny_bert(folder: Path, extra_words: tuple[str, ...] = ()) -> str:
+    """Save a two-layer BERT (hidden 32, no dropout) and its word-level tokenizer in `folder`;
+    the vocabulary is WORDS, FILLER and `extra_words`."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    words = sorted({w for ws in WORDS.values() for w in ws} | set(FILLER))
+    words = sorted({w for ws in WORDS.values() for w in ws} | set(FILLER) | set(extra_words))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
     # transformers 5 ignores `vocab_file`; the vocabulary goes in as a dict.
     BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(folder)
