@@ -175,7 +175,16 @@ def _fit_one(
             device="cuda" if env.get("gpus", 0.0) > 0 else "cpu",
         )
         clf.meta["attention"] = cell.attention
-        return _Fitted(clf, clf.proba_and_embed)
+        from tasks.finetune import predict_cached
+
+        cache_dir = Path(data.cache_dir)
+
+        # val, test and retrieval texts are the same for every trial of a regime: tokenize them
+        # once through the shared cache rather than once per trial.
+        def score_ft(t: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            return predict_cached(clf, family.model, t, cache_dir)
+
+        return _Fitted(clf, score_ft)
     raise ValueError(f"family kind {cell.family_kind!r} is not known")
 
 

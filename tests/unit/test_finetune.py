@@ -103,6 +103,7 @@ def test_train_finetune_learns_separable_labels(tiny_model, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     # The cached path and the classifier's own tokenization agree.
     np.testing.assert_allclose(proba, clf.predict_proba(val_x), atol=1e-5)
+    np.testing.assert_allclose(emb, clf.embed(val_x), atol=1e-5)
     assert (clf.predict(["hearing cochlear device"])[0]) == ["H04R"]
 
 
