@@ -189,16 +189,10 @@ def _fit_one(
 
 
 def _score(fits: list[_Fitted], texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean probability over members; embeddings concatenated after unit-normalizing each, so the
-    cosine of two documents is the mean of the members' cosines."""
-    probas, embs = [], []
-    for f in fits:
-        p, e = f.scorer(texts)
-        probas.append(p)
-        e = np.asarray(e, dtype=np.float32)
-        embs.append(e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12))
-    emb = embs[0] if len(embs) == 1 else np.concatenate(embs, axis=1) / np.sqrt(len(embs))
-    return np.mean(probas, axis=0), emb
+    """Each member's scores through its own (cached) scorer, combined as the ensemble does."""
+    from tasks.checkpoint import combine_members
+
+    return combine_members([f.scorer(texts) for f in fits])
 
 
 def run_cell(
@@ -208,7 +202,7 @@ def run_cell(
 
     `env`: threads, cpus, gpus (per trial or per Train worker) and storage_dir (Ray Train runs).
     """
-    from tasks.checkpoint import save_classifier
+    from tasks.checkpoint import EnsembleClassifier, save_classifier
     from tasks.evaluation import choose_thresholds, classification_metrics, ndcg_at_k
     from tasks.mixes import mix_counts
 
@@ -249,30 +243,17 @@ def run_cell(
     provenance = {"trial_id": cell.trial_id, "seed": cell.seed, "loss": cell.loss}
     per_label = {"test_per_label_f1": test["per_label_f1"]}
     if len(fits) == 1:
-        fits[0].clf.thresholds = thresholds
-        save_classifier(
-            out_dir,
-            fits[0].clf,
-            metrics={**metrics, **per_label},
-            mix=mix_info,
-            provenance=provenance,
+        clf = fits[0].clf
+    else:  # one classifier folder per member; the thresholds apply to the members' mean
+        clf = EnsembleClassifier(
+            {str(cid): f.clf for cid, f in zip(members, fits, strict=True)},
+            labels=data.labels,
+            names=data.names,
         )
-    else:
-        # Ensemble: one classifier folder per member; the ensemble's thresholds apply to the mean.
-        import json
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for cid, f in zip(members, fits, strict=True):
-            f.clf.thresholds = thresholds
-            save_classifier(out_dir / "members" / str(cid), f.clf, mix={**mix_info, "member": cid})
-        doc = {
-            "members": members,
-            "thresholds": thresholds.tolist(),
-            "metrics": metrics,
-            "mix": mix_info,
-            "provenance": provenance,
-        }
-        (out_dir / "ensemble.json").write_text(json.dumps(doc, indent=2, default=str))
+    clf.thresholds = thresholds
+    save_classifier(
+        out_dir, clf, metrics={**metrics, **per_label}, mix=mix_info, provenance=provenance
+    )
     row = {k: getattr(cell, k, None) for k in RESULT_COLUMNS if hasattr(cell, k)}
     row.update(counts)
     row.update(metrics)

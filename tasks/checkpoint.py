@@ -10,6 +10,8 @@ One folder per classifier, any family, never pickle:
   model source in `family_config.encoder` and loaded with `tasks.embeddings.load_encoder`.
 - `tfidf_linear`: `tfidf.safetensors` (`idf`, `coef`, `intercept`) + `vocabulary.json` (terms
   in column order); the vectorizer's settings are in `family_config`.
+- `ensemble`: `members/<name>/`, one classifier folder per member; the ensemble's probability
+  is the members' mean and its thresholds (tuned on that mean) are in its own classifier.json.
 
 `load_classifier(path)` returns a `Classifier` with `predict_proba`, `predict`, `embed`.
 """
@@ -28,7 +30,7 @@ import numpy as np
 
 FORMAT_VERSION = 1
 CLASSIFIER_JSON = "classifier.json"
-FAMILIES = ("finetune", "frozen_head", "tfidf_linear")
+FAMILIES = ("finetune", "frozen_head", "tfidf_linear", "ensemble")
 
 
 class Classifier(ABC):
@@ -310,6 +312,55 @@ class TfidfLinearClassifier(Classifier):
         save_file(tensors, str(directory / "tfidf.safetensors"))
 
 
+class EnsembleClassifier(Classifier):
+    """The mean probability of member classifiers (same label space), one threshold per label.
+
+    Embeddings are the members' unit-normalized embeddings side by side, scaled by 1/sqrt(n), so
+    the cosine of two documents is the mean of the members' cosines.
+    """
+
+    family = "ensemble"
+
+    def __init__(self, members: dict[str, Classifier], **kw):
+        super().__init__(**kw)
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        for name, m in members.items():
+            if m.labels != self.labels:
+                raise ValueError(f"member {name!r}: its labels differ from the ensemble's")
+        self.members = dict(members)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return self.proba_and_embed(texts)[0]
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self.proba_and_embed(texts)[1]
+
+    def proba_and_embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return combine_members([m.proba_and_embed(list(texts)) for m in self.members.values()])
+
+    def family_config(self) -> dict[str, Any]:
+        return {"members": list(self.members)}
+
+    def save_weights(self, directory: Path) -> None:
+        for name, m in self.members.items():
+            save_classifier(directory / "members" / name, m)
+
+
+def combine_members(
+    scored: list[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Members' (probabilities, embeddings) to the ensemble's: mean probability; unit embeddings
+    concatenated and scaled by 1/sqrt(n)."""
+    probas = [np.asarray(p, dtype=np.float32) for p, _ in scored]
+    embs = []
+    for _, e in scored:
+        e = np.asarray(e, dtype=np.float32)
+        embs.append(e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12))
+    emb = embs[0] if len(embs) == 1 else np.concatenate(embs, axis=1) / np.sqrt(len(embs))
+    return np.mean(probas, axis=0), emb
+
+
 def save_classifier(
     directory: Path | str,
     classifier: Classifier,
@@ -390,6 +441,12 @@ def load_classifier(
     fc = doc.get("family_config", {})
     if doc["family"] == "finetune":
         return _load_finetune(path, doc, fc, device, precision, common)
+    if doc["family"] == "ensemble":
+        members = {
+            name: load_classifier(path / "members" / name, device, precision)
+            for name in fc["members"]
+        }
+        return EnsembleClassifier(members, **common)
     if doc["family"] == "frozen_head":
         from safetensors.numpy import load_file
 

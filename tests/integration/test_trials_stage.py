@@ -152,6 +152,10 @@ def test_cheap_families_every_arm_with_its_volume_control(tmp_path, uspto_path):
         f"{REGIME}__hand__paraphrase__plain",
         f"{REGIME}__hand__synthesis__plain",
     ]
+    # The ensemble checkpoint is one loadable (servable) classifier, with its recorded metrics.
+    ens_clf = load_classifier(out / ens.checkpoint)
+    assert ens_clf.family == "ensemble" and len(ens_clf.members) == 2
+    assert ens_clf.meta["metrics"]["test_micro_f1"] == pytest.approx(ens.test_micro_f1)
     assert json.loads((out / "numerics.json").read_text()) == []
 
 

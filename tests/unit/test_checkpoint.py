@@ -9,6 +9,7 @@ import pytest
 from tiny_bert import build_tiny_bert
 
 from tasks.checkpoint import (
+    EnsembleClassifier,
     FinetuneClassifier,
     FrozenHeadClassifier,
     TfidfLinearClassifier,
@@ -105,6 +106,40 @@ def test_tfidf_round_trip(tmp_path):
     np.testing.assert_allclose(back.embed(TEXTS), clf.embed(TEXTS), rtol=1e-5)
     hits = p0[:3] >= np.array([0.3, 0.5, 0.7])
     assert back.predict(TEXTS) == [[LABELS[j] for j in np.flatnonzero(r)] for r in hits]
+
+
+def _tfidf(seed: int) -> TfidfLinearClassifier:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(dtype=np.float32).fit(TEXTS)
+    coef = np.random.default_rng(seed).normal(size=(3, len(vec.vocabulary_)))
+    return TfidfLinearClassifier(vec, coef, np.zeros(3), **_common())
+
+
+def test_ensemble_round_trip_is_the_members_mean(tmp_path):
+    a, b = _tfidf(1), _tfidf(2)
+    ens = EnsembleClassifier({"syn": a, "para": b}, **_common({"mix": {"arm": "ensemble"}}))
+    p = ens.predict_proba(TEXTS)
+    np.testing.assert_allclose(p, (a.predict_proba(TEXTS) + b.predict_proba(TEXTS)) / 2, rtol=1e-6)
+    emb = ens.embed(TEXTS)
+    assert emb.shape == (3, a.embed(TEXTS).shape[1] + b.embed(TEXTS).shape[1])
+    # Unit members side by side, scaled by 1/sqrt(2): unit norm again, cosine = mean cosine.
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    out = save_classifier(tmp_path / "ck", ens, metrics={"test_micro_f1": 0.25})
+    assert sorted(p.name for p in (out / "members").iterdir()) == ["para", "syn"]
+    back = load_classifier(out)
+    assert isinstance(back, EnsembleClassifier) and list(back.members) == ["syn", "para"]
+    np.testing.assert_allclose(back.predict_proba(TEXTS), p, rtol=1e-5)
+    np.testing.assert_allclose(back.thresholds, [0.3, 0.5, 0.7])
+    assert back.meta["metrics"]["test_micro_f1"] == 0.25
+    assert back.predict(TEXTS) == ens.predict(TEXTS)
+
+
+def test_ensemble_refuses_members_with_other_labels():
+    other = _tfidf(1)
+    other.labels = ["X", "Y", "Z"]
+    with pytest.raises(ValueError, match="member 'b'"):
+        EnsembleClassifier({"a": _tfidf(2), "b": other}, **_common())
 
 
 def test_load_refuses_unknown_family(tmp_path):

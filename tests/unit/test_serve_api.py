@@ -172,3 +172,22 @@ def test_metrics_count_requests_and_model_calls(server):
     assert count("synthpat_http_requests_total", **bad) == before[1] + 1
     assert count("synthpat_model_calls_total") == calls + 1  # both texts in one call
     assert "synthpat_http_request_seconds_bucket" in c.get("/metrics").text
+
+
+def test_an_ensemble_checkpoint_serves_the_members_mean(demo, tmp_path):
+    from tasks.checkpoint import EnsembleClassifier, load_classifier, save_classifier
+
+    sel = {t: select_checkpoint(demo.run_dir, trial_id=t) for t in ("t000-c10", "t001-c001")}
+    members = {t: load_classifier(s.path) for t, s in sel.items()}
+    first = members["t000-c10"]
+    ens = EnsembleClassifier(members, labels=first.labels, names=first.names, thresholds=0.3)
+    path = save_classifier(tmp_path / "ens", ens)
+    srv = ClassifierServer({**server_spec(sel["t000-c10"]), "checkpoint": str(path)})
+    texts = [t[:200] for t in demo.test_texts[:3]]
+    mean = np.mean([m.predict_proba(texts) for m in members.values()], axis=0)
+    np.testing.assert_allclose(srv.predict_proba(texts), mean, rtol=1e-5)
+    r = _client(srv).post("/v1/classify", json={"texts": texts, "threshold": 0.0, "top_k": 1})
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0]["labels"][0]["probability"] == pytest.approx(
+        float(mean[0].max()), rel=1e-5
+    )
