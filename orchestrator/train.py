@@ -4,7 +4,9 @@ Works from a plain driver and from inside a Ray Tune function trainable (Ray Tra
 controller next to the caller and schedules the workers with their own resources). Inside Tune,
 give the trial itself almost no CPU (`tune.with_resources(fn, {"CPU": 0.01})`; 0 is refused):
 the workers ask for `cpus_per_worker` / `gpus_per_worker` each, and a trial that holds the cores
-itself would leave none for them.
+itself would leave none for them. For the same reason the trained model is also scored where it
+was trained: `score_sets` (val, test, retrieval texts) are run through it on rank 0, on the
+worker's cores or GPU, and only the probabilities and embeddings travel back to the trial.
 """
 
 from __future__ import annotations
@@ -14,16 +16,24 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from tasks.checkpoint import FinetuneClassifier, load_classifier, save_classifier
-from tasks.finetune import check_numerics, tokenize_cached, train_finetune
+from tasks.finetune import check_numerics, predict_cached, tokenize_cached, train_finetune
 from tasks.labels import LabelSpace
 
 HISTORY_JSON = "train_history.json"
+SCORES_NPZ = "scores.npz"
+
+
+class FinetuneFit(NamedTuple):
+    """A fine-tuned classifier and, per scored text set, its (probabilities, embeddings)."""
+
+    classifier: FinetuneClassifier
+    scores: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def label_matrix(df: pd.DataFrame, labels: list[str]) -> np.ndarray:
@@ -69,6 +79,12 @@ def _train_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             save_classifier(Path(tmp) / "classifier", clf)
             (Path(tmp) / HISTORY_JSON).write_text(json.dumps(history))
+            arrays = {}
+            for name, texts in (config.get("score_sets") or {}).items():
+                p, e = predict_cached(clf, config["family"].model, texts, Path(config["cache_dir"]))
+                arrays[f"{name}.proba"], arrays[f"{name}.embed"] = p, e
+            if arrays:
+                np.savez(Path(tmp) / SCORES_NPZ, **arrays)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report({**(history[-1] if history else {}), "final": 1.0}, checkpoint=checkpoint)
 
@@ -92,6 +108,37 @@ def fit_finetune(
     device: str = "cpu",
 ) -> FinetuneClassifier:
     """Fine-tune on a Ray Train `TorchTrainer` (`family.num_workers` workers) and load the result.
+
+    The classifier of `train_and_score` with no text sets to score; see there.
+    """
+    return train_and_score(
+        family, train, val, labels, loss, precision, attention, seed, cache_dir, storage_dir,
+        names=names, shuffle=shuffle, cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker, device=device,
+    ).classifier  # fmt: skip
+
+
+def train_and_score(
+    family: Any,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    labels: list[str],
+    loss: str,
+    precision: str,
+    attention: str,
+    seed: int,
+    cache_dir: Path,
+    storage_dir: Path,
+    *,
+    names: list[str] | None = None,
+    shuffle: bool = True,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+    device: str = "cpu",
+    score_sets: dict[str, list[str]] | None = None,
+) -> FinetuneFit:
+    """Fine-tune on a Ray Train `TorchTrainer` (`family.num_workers` workers) and load the result;
+    score each of `score_sets` with the trained model on rank 0 before it leaves the worker.
 
     DDP over gloo on CPU or NCCL on GPU; DeepSpeed ZeRO when `family.deepspeed` is set.
     `train`/`val` are tables with `text` and `labels` columns. Tokenization happens here, once,
@@ -120,6 +167,7 @@ def fit_finetune(
         "seed": seed,
         "cache_dir": str(cache_dir),
         "shuffle": shuffle,
+        "score_sets": {k: [str(t) for t in v] for k, v in (score_sets or {}).items()},
     }
     resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
     name = f"finetune-{uuid.uuid4().hex[:10]}"
@@ -145,12 +193,17 @@ def fit_finetune(
         ) from result.error
     if result.checkpoint is None:
         raise RuntimeError(f"finetune run {name} reported no checkpoint")
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     with result.checkpoint.as_directory() as folder:
         clf = load_classifier(Path(folder) / "classifier", device=device, precision="fp32")
         history = json.loads((Path(folder) / HISTORY_JSON).read_text())
+        if (Path(folder) / SCORES_NPZ).is_file():
+            with np.load(Path(folder) / SCORES_NPZ) as npz:
+                for name in score_sets or {}:
+                    scores[name] = (npz[f"{name}.proba"], npz[f"{name}.embed"])
     assert isinstance(clf, FinetuneClassifier)
     clf.meta["train_history"] = history
     clf.meta["precision"] = precision  # loaded in fp32 for scoring; trained in `precision`
     # The classifier now lives in this process; the trial saves its own checkpoint.
     shutil.rmtree(Path(storage_dir) / name, ignore_errors=True)
-    return clf
+    return FinetuneFit(clf, scores)

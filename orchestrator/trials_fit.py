@@ -155,9 +155,13 @@ def _fit_one(
         clf = train_tfidf_linear(texts, y, cfg_t, cell.loss, cell.seed, **common)
         return _Fitted(clf, clf.proba_and_embed)
     if cell.family_kind == "finetune":
-        from orchestrator.train import fit_finetune
+        from orchestrator.train import train_and_score
+        from tasks.finetune import predict_cached
 
-        clf = fit_finetune(
+        sets = {"val": data.val["text"].tolist(), "test": data.test["text"].tolist()}
+        if data.retrieval is not None:
+            sets["retrieval"] = data.retrieval["text"].tolist()
+        fit = train_and_score(
             family,
             mix,
             data.val,
@@ -172,17 +176,19 @@ def _fit_one(
             shuffle=shuffle,
             cpus_per_worker=env.get("cpus", 1.0),
             gpus_per_worker=env.get("gpus", 0.0),
-            device="cuda" if env.get("gpus", 0.0) > 0 else "cpu",
+            # The trial itself holds no GPU and a sliver of a CPU: val, test and retrieval are
+            # scored on the Train worker (`score_sets`); the copy here is only saved.
+            device="cpu",
+            score_sets=sets,
         )
+        clf = fit.classifier
         clf.meta["attention"] = cell.attention
-        from tasks.finetune import predict_cached
-
+        scored = {tuple(sets[name]): fit.scores[name] for name in fit.scores}
         cache_dir = Path(data.cache_dir)
 
-        # val, test and retrieval texts are the same for every trial of a regime: tokenize them
-        # once through the shared cache rather than once per trial.
         def score_ft(t: list[str]) -> tuple[np.ndarray, np.ndarray]:
-            return predict_cached(clf, family.model, t, cache_dir)
+            hit = scored.get(tuple(t))
+            return hit if hit is not None else predict_cached(clf, family.model, t, cache_dir)
 
         return _Fitted(clf, score_ft)
     raise ValueError(f"family kind {cell.family_kind!r} is not known")

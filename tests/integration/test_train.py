@@ -10,7 +10,7 @@ import pytest
 from tiny_bert import LABELS, build_tiny_bert, make_texts
 
 from orchestrator.config.trials import DeepSpeedConfig, FinetuneFamily
-from orchestrator.train import fit_finetune, label_matrix
+from orchestrator.train import fit_finetune, label_matrix, train_and_score
 
 pytestmark = pytest.mark.integration
 
@@ -51,9 +51,17 @@ def test_two_gloo_workers_train_and_return_the_classifier(ray_local, tiny, tmp_p
         model=tiny, max_length=24, epochs=10, learning_rate=3e-3, batch_size=8, num_workers=2
     )
     train, val = frame(192, 1), frame(32, 2)
-    clf = fit_finetune(
-        family, train, val, LABELS, "bce", "fp32", "sdpa", 0, tmp_path / "cache", tmp_path / "runs"
-    )
+    test = frame(24, 5)["text"].tolist()
+    fit = train_and_score(
+        family, train, val, LABELS, "bce", "fp32", "sdpa", 0, tmp_path / "cache", tmp_path / "runs",
+        score_sets={"test": test},
+    )  # fmt: skip
+    clf = fit.classifier
+    # Scored on rank 0 of the Train run: the same numbers as the classifier scoring here.
+    p, e = fit.scores["test"]
+    assert p.shape == (24, 3) and e.shape == (24, 32)
+    np.testing.assert_allclose(p, clf.predict_proba(test), atol=1e-5)
+    np.testing.assert_allclose(e, clf.embed(test), atol=1e-5)
     history = clf.meta["train_history"]
     assert [h["epoch"] for h in history] == list(range(1, 11))
     assert all(h["samples"] == 192 for h in history)  # 96 rows per worker, summed
@@ -124,9 +132,17 @@ def test_deepspeed_zero_on_cpu_with_two_workers(ray_local, tiny, tmp_path, zero_
         deepspeed=DeepSpeedConfig(zero_stage=zero_stage),
     )
     train, val = frame(192, 5), frame(32, 6)
-    clf = fit_finetune(
-        family, train, val, LABELS, "bce", "fp32", "sdpa", 0, tmp_path / "cache", tmp_path / "runs"
-    )
+    test = frame(24, 5)["text"].tolist()
+    fit = train_and_score(
+        family, train, val, LABELS, "bce", "fp32", "sdpa", 0, tmp_path / "cache", tmp_path / "runs",
+        score_sets={"test": test},
+    )  # fmt: skip
+    clf = fit.classifier
+    # Scored on rank 0 of the Train run: the same numbers as the classifier scoring here.
+    p, e = fit.scores["test"]
+    assert p.shape == (24, 3) and e.shape == (24, 32)
+    np.testing.assert_allclose(p, clf.predict_proba(test), atol=1e-5)
+    np.testing.assert_allclose(e, clf.embed(test), atol=1e-5)
     history = clf.meta["train_history"]
     assert len(history) == 8 and all(h["samples"] == 192 for h in history)
     # Two workers x 8 rows: 12 optimizer steps per epoch, so the fit is slower than one worker's.
