@@ -83,9 +83,16 @@ def test_study_completes_exactly_after_losing_a_node_mid_generation_and_mid_grid
     table = pd.read_parquet(run / "generate" / corpus["path"])
     removed = pd.read_parquet(run / "generate/removed" / f"{corpus['corpus_id']}.parquet")
     ids = pd.concat([table.id, removed.id])
-    assert ids.is_unique and len(ids) == 40
+    assert ids.is_unique
+    assert set(ids) == {f"r40__smol__synthesis__plain__{i:06d}" for i in range(40)}
     # Trials: every planned trial exactly once, every one finished.
     results = pd.read_parquet(run / "trials/results.parquet")
     assert results.trial_id.is_unique
+    # The exact planned ids: 6 seeds of real_only, real_plus_synthetic and its control.
+    from orchestrator.config import load_config
+    from orchestrator.trials import expand_grid
+
+    cfg = load_config(REPO / "tests/data/multinode.yaml")
+    assert set(results.trial_id) == {c.trial_id for c in expand_grid(cfg, corpora=[corpus])}
     assert len(results) == json.loads((run / "trials/manifest.json").read_text())["rows"]["trials"]
     assert (results.status == "ok").all(), results[["trial_id", "status", "reason"]]
