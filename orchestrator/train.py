@@ -199,8 +199,8 @@ def train_and_score(
         history = json.loads((Path(folder) / HISTORY_JSON).read_text())
         if (Path(folder) / SCORES_NPZ).is_file():
             with np.load(Path(folder) / SCORES_NPZ) as npz:
-                for name in score_sets or {}:
-                    scores[name] = (npz[f"{name}.proba"], npz[f"{name}.embed"])
+                for key in score_sets or {}:
+                    scores[key] = (npz[f"{key}.proba"], npz[f"{key}.embed"])
     assert isinstance(clf, FinetuneClassifier)
     clf.meta["train_history"] = history
     clf.meta["precision"] = precision  # loaded in fp32 for scoring; trained in `precision`
