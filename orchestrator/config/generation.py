@@ -19,7 +19,9 @@ class VllmGenerator(StrictModel):
         description="`embedded:smollm2-135m`, a local model folder, or a hub id (clusters only)."
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="vLLM dtype."
+        "auto",
+        description="vLLM dtype. `auto`: the model's own on GPUs; on CPUs bfloat16 where the CPU "
+        "has bf16 instructions (avx512_bf16, AMX), else float32 (emulated bf16 is slower).",
     )
     max_model_len: int = Field(2048, ge=128, description="vLLM context length.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (tensor parallel).")

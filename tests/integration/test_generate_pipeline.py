@@ -29,7 +29,7 @@ def generator(**kw) -> VllmGenerator:
     opts = dict(
         name="smol",
         model="embedded:smollm2-135m",
-        dtype="bfloat16",
+        dtype="auto",
         max_model_len=1024,
         kv_cache_gib=1,
         enforce_eager=True,

@@ -31,7 +31,7 @@ def _config(tmp_path: Path, source: Path) -> Path:
                     "kind": "vllm",
                     "name": "smol",
                     "model": "embedded:smollm2-135m",
-                    "dtype": "bfloat16",
+                    "dtype": "auto",
                     "max_model_len": 2048,
                     "kv_cache_gib": 1,
                     "enforce_eager": True,

@@ -10,6 +10,8 @@ from orchestrator.generation import (
     _postprocess,
     _preprocess,
     _project,
+    cpu_has_native_bf16,
+    engine_dtype,
     pending,
 )
 from orchestrator.stages.generate import corpus_rows, planned_rows
@@ -171,3 +173,29 @@ def test_placement_group_splits_an_actors_gpus_over_tensor_parallel_workers():
     }
     cpu = VllmGenerator(name="smol", model="m", num_cpus_per_actor=1)
     assert placement_group(cpu) == {"bundles": [{"CPU": 1.0}], "strategy": "PACK"}
+
+
+def _cpuinfo(tmp_path, flags: str):
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: fpu sse2 {flags}\n\n")
+    return path
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    assert not cpu_has_native_bf16(_cpuinfo(tmp_path, "avx2 avx512f avx512bw"))
+    assert cpu_has_native_bf16(_cpuinfo(tmp_path, "avx512f avx512_bf16"))
+    assert cpu_has_native_bf16(_cpuinfo(tmp_path, "amx_tile amx_bf16"))
+    assert not cpu_has_native_bf16(tmp_path / "missing")
+
+
+def test_auto_dtype_is_float32_on_a_cpu_without_bf16(monkeypatch):
+    import orchestrator.generation as generation
+
+    cpu = VllmGenerator(name="g", model="embedded:smollm2-135m")
+    monkeypatch.setattr(generation, "cpu_has_native_bf16", lambda: False)
+    assert engine_dtype(cpu) == "float32"
+    monkeypatch.setattr(generation, "cpu_has_native_bf16", lambda: True)
+    assert engine_dtype(cpu) == "bfloat16"
+    # Set by hand, or on a GPU, the config is passed through as it is.
+    assert engine_dtype(cpu.model_copy(update={"dtype": "bfloat16"})) == "bfloat16"
+    assert engine_dtype(cpu.model_copy(update={"num_gpus_per_actor": 1})) == "auto"
