@@ -33,7 +33,7 @@ def test_submitted_study_runs_on_the_cluster_and_writes_the_runs_dir(tmp_path, u
 @pytest.mark.slow
 def test_quickstart_end_to_end_as_a_ray_job(tmp_path, uspto_path):
     with ray_head(num_cpus=2, timeout_s=180) as address:
-        res = _submit(address, "configs/quickstart.yaml", tmp_path / "runs", timeout=1800)
+        res = _submit(address, "configs/quickstart.yaml", tmp_path / "runs", timeout=3600)
     assert res.returncode == 0, res.stdout + res.stderr
     run_dir = tmp_path / "runs/quickstart"
     from orchestrator.stages import STAGES
