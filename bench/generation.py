@@ -50,13 +50,21 @@ def _prompts(n: int) -> list:
     return plan_prompts("bench", real, names, "synthesis", "plain", n, 1, 0, seed=0)
 
 
+def _dtype() -> str:
+    """One dtype for every method: what the pipeline's `auto` picks on this CPU (bf16 only where
+    the CPU has bf16 instructions)."""
+    from orchestrator.generation import cpu_has_native_bf16
+
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
 def _generator(args: argparse.Namespace):
     from orchestrator.config.generation import VllmGenerator
 
     return VllmGenerator(
         name="smol",
         model="embedded:smollm2-135m",
-        dtype="bfloat16",
+        dtype=_dtype(),
         max_model_len=2048,
         kv_cache_gib=1,
         enforce_eager=True,
@@ -96,7 +104,7 @@ def run_vllm(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     llm = LLM(
         model=resolve_model("embedded:smollm2-135m"),
-        dtype="bfloat16",
+        dtype=_dtype(),
         max_model_len=2048,
         enforce_eager=True,
         # The same engine settings as the pipeline's CPU actor (seeded rows need them).
@@ -124,7 +132,7 @@ def _hf(args: argparse.Namespace, batch: int, n: int) -> dict:
     t0 = time.perf_counter()
     path = resolve_model("embedded:smollm2-135m")
     tok = AutoTokenizer.from_pretrained(path, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, _dtype())).eval()
     texts = [
         tok.apply_chat_template(list(p.messages), tokenize=False, add_generation_prompt=True)
         for p in prompts
@@ -199,7 +207,7 @@ def main() -> None:
         print(_MARK + json.dumps(globals()[f"run_{args.method}"](args)), flush=True)
         return
     results = {m: _child(m, args) for m in args.methods.split(",")}
-    print(f"\n{args.n} prompts, max {args.max_tokens} new tokens, greedy, SmolLM2-135M bf16")
+    print(f"\n{args.n} prompts, max {args.max_tokens} new tokens, greedy, SmolLM2-135M {_dtype()}")
     for m, r in results.items():
         print(
             f"  {m:11s} {r['rows']:4d} rows {r['tokens']:6d} tokens {r['seconds']:7.1f}s "
