@@ -11,6 +11,7 @@ checkpoint) under `done_dir` and, finding one, reports it without training again
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ ROW_JSON = "row.json"
 CKPT = "classifier"
 #: A trial that only drives Ray Train workers holds a sliver of a CPU (0 is refused by Tune).
 DRIVER_CPU = 0.01
+log = logging.getLogger(__name__)
 
 
 def _trainable(config: dict[str, Any], data: TrialData, families: dict, settings: dict) -> None:
@@ -70,6 +72,26 @@ def _resources(settings: dict):
     return per_trial
 
 
+def trial_need(family: Any, env: dict[str, Any]) -> dict[str, float]:
+    """The resources one trial of `family` occupies while it runs: its own bundle, or for a
+    fine-tune its Ray Train workers' (each asks for the trial's CPUs/GPUs/custom resources)."""
+    need = {"CPU": float(env["cpus"]), "GPU": float(env.get("gpus", 0))}
+    need.update({k: float(v) for k, v in env.get("custom", {}).items()})
+    workers = family.num_workers if getattr(family, "kind", "") == "finetune" else 1
+    return {k: v * workers for k, v in need.items() if v > 0}
+
+
+def concurrent_trials(needs: list[dict[str, float]], capacity: dict[str, float]) -> int:
+    """How many trials run at once: the cluster's capacity over the largest trial's need, per
+    resource, the scarcest resource deciding (at least one)."""
+    worst: dict[str, float] = {}
+    for need in needs:
+        for k, v in need.items():
+            worst[k] = max(worst.get(k, 0.0), v)
+    fits = [int(capacity.get(k, 0.0) // v) for k, v in worst.items() if v > 0]
+    return max(1, min(fits)) if fits else 1
+
+
 def run_grid(
     cells: list[TrialCell],
     data: TrialData,
@@ -83,12 +105,14 @@ def run_grid(
     gpus: float,
     max_failures: int,
     custom: dict[str, float] | None = None,
+    max_concurrent: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every cell on Ray Tune (resuming `<storage_path>/<name>` when it exists).
 
     Returns trial_id -> {"row": results row or None, "checkpoint": local folder or None,
     "error": message or ""}. Ray must be initialized.
     """
+    import ray
     from ray import tune
 
     if not cells:
@@ -98,6 +122,10 @@ def run_grid(
         "train_storage": str(train_storage),
         "env": {"cpus": cpus, "gpus": gpus, "custom": dict(custom or {})},
     }
+    if max_concurrent is None:
+        needs = [trial_need(families[f], settings["env"]) for f in {c.family for c in cells}]
+        max_concurrent = concurrent_trials(needs, ray.cluster_resources())
+    log.info("trials: at most %d running at once", max_concurrent)
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, data=data, families=families, settings=settings),
         _resources(settings),
@@ -109,7 +137,7 @@ def run_grid(
         tuner = tune.Tuner(
             trainable,
             param_space={"cell": tune.grid_search([asdict(c) for c in cells])},
-            tune_config=tune.TuneConfig(reuse_actors=False),
+            tune_config=tune.TuneConfig(reuse_actors=False, max_concurrent_trials=max_concurrent),
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=storage_path,

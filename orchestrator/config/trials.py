@@ -96,6 +96,14 @@ class TrialResources(StrictModel):
     custom: dict[str, float] = Field(
         {}, description="Custom Ray resources per trial, e.g. {accelerator_type_l4: 0.5}."
     )
+    max_concurrent: int | None = Field(
+        None,
+        ge=1,
+        description="Trials running at once. None: as many as the cluster holds when the stage "
+        "starts, a fine-tune trial counted with its Ray Train workers (its Tune driver alone holds "
+        "almost nothing, so without a bound every fine-tune would start and wait). On an "
+        "autoscaling cluster set it to what the workers hold at max_workers.",
+    )
 
 
 class TrialsConfig(StrictModel):

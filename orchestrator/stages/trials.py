@@ -281,6 +281,7 @@ def _run(ctx: StageContext, cells: list[TrialCell], data: TrialData) -> dict[str
         cpus=t.resources.cpus,
         gpus=t.resources.gpus,
         custom=t.resources.custom,
+        max_concurrent=t.resources.max_concurrent,
         max_failures=t.max_failures,
     )
 

@@ -144,3 +144,24 @@ def test_a_family_limited_to_some_regimes_runs_only_there():
     cells = expand_grid(StudyConfig.model_validate(tree))
     assert {c.regime for c in cells if c.family == "finetune"} == {"r40"}
     assert {c.regime for c in cells if c.family == "tfidf_linear"} == {"r40", "r80"}
+
+
+def test_concurrent_trials_count_a_finetune_with_its_train_workers():
+    from orchestrator.config.trials import FinetuneFamily, FrozenHeadFamily
+    from orchestrator.trials_tune import concurrent_trials, trial_need
+
+    env = {"cpus": 1.0, "gpus": 0.0, "custom": {}}
+    head = FrozenHeadFamily(name="h")
+    ft = FinetuneFamily(name="f", model="embedded:minilm-l6")
+    ft2 = FinetuneFamily(name="f2", model="embedded:minilm-l6", num_workers=2)
+    assert trial_need(head, env) == {"CPU": 1.0}
+    assert trial_need(ft2, env) == {"CPU": 2.0}
+    # 2 CPUs: two one-worker fine-tunes at a time, one two-worker fine-tune (the largest decides).
+    assert concurrent_trials([trial_need(head, env), trial_need(ft, env)], {"CPU": 2.0}) == 2
+    assert concurrent_trials([trial_need(head, env), trial_need(ft2, env)], {"CPU": 2.0}) == 1
+    # GPUs: the scarcest resource decides; a cluster short of one trial still runs one.
+    gpu = {"cpus": 4.0, "gpus": 0.5, "custom": {"accelerator_type_l4": 0.5}}
+    cluster = {"CPU": 96.0, "GPU": 8.0, "accelerator_type_l4": 8.0}
+    assert concurrent_trials([trial_need(ft, gpu)], cluster) == 16
+    assert concurrent_trials([trial_need(ft, gpu)], {"CPU": 2.0, "GPU": 8.0}) == 1
+    assert concurrent_trials([trial_need(ft, gpu)], {"CPU": 2.0}) == 1
