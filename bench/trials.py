@@ -229,6 +229,7 @@ def bench_grid(args: argparse.Namespace) -> None:
             tune.with_resources(tune.with_parameters(trial, x=x, y=y), {"CPU": 1}),
             param_space={"loss": tune.grid_search(LOSSES),
                          "seed": tune.grid_search(list(range(args.seeds)))},
+            tune_config=tune.TuneConfig(reuse_actors=args.reuse_actors),
             run_config=tune.RunConfig(storage_path=str(work), name="grid", verbose=0),
         )  # fmt: skip
         t0 = time.perf_counter()
@@ -260,6 +261,7 @@ def main() -> None:
     p.add_argument("--grid-rows", type=int, default=1024)
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--head-epochs", type=int, default=60)
+    p.add_argument("--reuse-actors", action="store_true", help="grid: Tune reuses trial actors")
     args = p.parse_args()
     if args.part in ("finetune", "both"):
         bench_finetune(args)
