@@ -63,22 +63,25 @@ def _resources(settings: dict):
     def per_trial(config: dict) -> PlacementGroupFactory:
         if config["cell"]["family_kind"] == "finetune":
             return PlacementGroupFactory([{"CPU": DRIVER_CPU}])
-        bundle = {"CPU": float(env["cpus"])}
-        if env.get("gpus", 0) > 0:
-            bundle["GPU"] = float(env["gpus"])
-        bundle.update(env.get("custom", {}))
-        return PlacementGroupFactory([bundle])
+        return PlacementGroupFactory([_bundle(env)])
 
     return per_trial
+
+
+def _bundle(env: dict[str, Any]) -> dict[str, float]:
+    """One trial's (or one Ray Train worker's) resources: CPUs, GPUs if any, custom ones."""
+    bundle = {"CPU": float(env["cpus"])}
+    if env.get("gpus", 0) > 0:
+        bundle["GPU"] = float(env["gpus"])
+    bundle.update({k: float(v) for k, v in env.get("custom", {}).items()})
+    return bundle
 
 
 def trial_need(family: Any, env: dict[str, Any]) -> dict[str, float]:
     """The resources one trial of `family` occupies while it runs: its own bundle, or for a
     fine-tune its Ray Train workers' (each asks for the trial's CPUs/GPUs/custom resources)."""
-    need = {"CPU": float(env["cpus"]), "GPU": float(env.get("gpus", 0))}
-    need.update({k: float(v) for k, v in env.get("custom", {}).items()})
     workers = family.num_workers if getattr(family, "kind", "") == "finetune" else 1
-    return {k: v * workers for k, v in need.items() if v > 0}
+    return {k: v * workers for k, v in _bundle(env).items() if v > 0}
 
 
 def concurrent_trials(needs: list[dict[str, float]], capacity: dict[str, float]) -> int:
