@@ -15,8 +15,15 @@ subclasses among the rows read) and compare against a named baseline in the same
    set of cached MiniLM embeddings, over losses x seeds, one CPU per trial.
    - utilization = (sum of the trials' process CPU seconds) / (grid wall seconds x CPUs);
    - baseline (sequential): the same trials one after another in this process, one thread.
+3. `stage`: synthpat's own grid, `orchestrator.trials_tune.run_grid` (what `synthpat trials`
+   runs) over frozen_head cells (real_only, losses x seeds) from `expand_grid`: each trial builds
+   its mix, trains, tunes thresholds on val, scores test (F1s, nDCG@10), writes its safetensors
+   checkpoint and done marker, and reports. Run twice in the same Ray session: Tune reusing trial
+   actors (synthpat's default, `trials.resources.reuse_actors`) vs a fresh actor per trial.
+   - utilization = (sum of the trials' `train_seconds`, the wall time inside `run_cell` on one
+     thread) / (grid wall seconds x CPUs); the machine's busy share (/proc/stat) is printed beside.
 
-    .venv/bin/python bench/trials.py [--part finetune|grid|both] [--rows 256] [--epochs 3]
+    .venv/bin/python bench/trials.py [--part finetune|grid|stage|all] [--rows 256] [--epochs 3]
 
 With `--repeats` > 1 the two fine-tune loops alternate and the medians are compared.
 """
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -247,11 +255,72 @@ def bench_grid(args: argparse.Namespace) -> None:
           f"speed-up over sequential: {seq_wall / grid_wall:.2f}x")  # fmt: skip
 
 
+def _cpu_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return sum(fields) - idle, sum(fields)
+
+
+def bench_stage(args: argparse.Namespace) -> None:
+    import ray
+
+    from orchestrator.config import StudyConfig
+    from orchestrator.trials import expand_grid
+    from orchestrator.trials_fit import TrialData
+    from orchestrator.trials_tune import run_grid
+    from tasks.embeddings import encode_texts, load_encoder
+
+    n_eval = 128
+    df, labels = load_rows(args.grid_rows + 2 * n_eval)
+    df.insert(0, "id", [f"p{i:05d}" for i in range(len(df))])
+    train, val, test = df.iloc[: -2 * n_eval], df.iloc[-2 * n_eval : -n_eval], df.iloc[-n_eval:]
+    t0 = time.perf_counter()
+    x = encode_texts(df["text"].tolist(), load_encoder(MODEL, args.max_length), progress=True)
+    print(f"stage: {len(df)} patents embedded once in {time.perf_counter() - t0:.1f} s")
+    data = TrialData(labels=labels, names=labels, real={"real": train.reset_index(drop=True)},
+                     corpora={}, val=val.reset_index(drop=True), test=test.reset_index(drop=True),
+                     emb=x, emb_index={t: i for i, t in enumerate(df["text"])},
+                     encoder={"model": MODEL, "max_length": args.max_length})  # fmt: skip
+    family = {"kind": "frozen_head", "name": "head", "head": "mlp", "epochs": args.head_epochs,
+              "encoder": {"model": MODEL, "max_length": args.max_length}}  # fmt: skip
+    cfg = StudyConfig.model_validate({
+        "study": "bench",
+        "data": {"source": {"path": str(DATA)},
+                 "regimes": [{"name": "real", "size": len(train)}]},
+        "trials": {"families": [family], "arms": ["real_only"], "losses": LOSSES,
+                   "seeds": list(range(args.seeds))},
+    })  # fmt: skip
+    cells = expand_grid(cfg, corpora=[])
+    families = {f.name: f for f in cfg.trials.families}
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
+             object_store_memory=300 * 1024 * 1024)  # fmt: skip
+    try:
+        for reuse in (True, False):
+            work = Path(tempfile.mkdtemp(prefix="bench-stage-"))
+            busy0, t0 = _cpu_busy(), time.perf_counter()
+            out = run_grid(cells, data, families, storage_path=str(work / "tune"), name="grid",
+                           done_dir=work / "done", train_storage=work / "train", cpus=1, gpus=0,
+                           max_failures=0, reuse_actors=reuse)  # fmt: skip
+            wall, busy1 = time.perf_counter() - t0, _cpu_busy()
+            rows = [r["row"] for r in out.values() if r["row"]]
+            assert len(rows) == len(cells), [r["error"] for r in out.values() if r["error"]]
+            inside = sum(r["train_seconds"] for r in rows)
+            machine = (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1.0)
+            name = "reused actors (default)" if reuse else "fresh actor per trial"
+            print(f"  synthpat grid, {name}: {len(rows)} trials in {wall:.1f} s, "
+                  f"utilization {inside / (wall * args.cpus):.0%} (target >= 80%), "
+                  f"machine busy {machine:.0%}, mean trial {inside / len(rows):.1f} s")  # fmt: skip
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        ray.shutdown()
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["finetune", "grid", "both"], default="both")
+    p.add_argument("--part", choices=["finetune", "grid", "stage", "all"], default="all")
     p.add_argument("--rows", type=int, default=256, help="fine-tune rows")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
@@ -263,10 +332,12 @@ def main() -> None:
     p.add_argument("--head-epochs", type=int, default=60)
     p.add_argument("--reuse-actors", action="store_true", help="grid: Tune reuses trial actors")
     args = p.parse_args()
-    if args.part in ("finetune", "both"):
+    if args.part in ("finetune", "all"):
         bench_finetune(args)
-    if args.part in ("grid", "both"):
+    if args.part in ("grid", "all"):
         bench_grid(args)
+    if args.part in ("stage", "all"):
+        bench_stage(args)
 
 
 if __name__ == "__main__":

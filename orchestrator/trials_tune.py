@@ -6,6 +6,9 @@ fingerprint), and a rerun finds it with `Tuner.can_restore` and continues it wit
 snapshots its experiment state only every few seconds, so a trial that finished just before the
 kill may be scheduled again: each trial therefore also leaves a done marker (its results row and
 checkpoint) under `done_dir` and, finding one, reports it without training again.
+
+A node that dies mid-grid (a preempted spot worker) kills the trials on it; Tune retries them up
+to `max_failures`, and trials Tune still gives up on for that reason get further passes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ ROW_JSON = "row.json"
 CKPT = "classifier"
 #: A trial that only drives Ray Train workers holds a sliver of a CPU (0 is refused by Tune).
 DRIVER_CPU = 0.01
+#: Extra passes over trials that errored because their node or worker died (see run_grid).
+LOST_WORKER_PASSES = 2
 log = logging.getLogger(__name__)
 
 
@@ -109,6 +114,7 @@ def run_grid(
     max_failures: int,
     custom: dict[str, float] | None = None,
     max_concurrent: int | None = None,
+    reuse_actors: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Run every cell on Ray Tune (resuming `<storage_path>/<name>` when it exists).
 
@@ -140,7 +146,9 @@ def run_grid(
         tuner = tune.Tuner(
             trainable,
             param_space={"cell": tune.grid_search([asdict(c) for c in cells])},
-            tune_config=tune.TuneConfig(reuse_actors=False, max_concurrent_trials=max_concurrent),
+            tune_config=tune.TuneConfig(
+                reuse_actors=reuse_actors, max_concurrent_trials=max_concurrent
+            ),
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=storage_path,
@@ -150,6 +158,20 @@ def run_grid(
             ),
         )
     grid = tuner.fit()
+    for attempt in range(LOST_WORKER_PASSES):
+        lost = [r for r in grid if r.error is not None and lost_worker(r.error)]
+        if not lost:
+            break
+        # Tune can give up on a trial whose (reused) actor died with its node, counting the
+        # actor's pending calls as separate failures; another pass over the errored trials
+        # finishes them (done markers make finished ones instant).
+        log.warning(
+            "trials: %d trial(s) lost their worker (node gone); pass %d over errored trials",
+            len(lost),
+            attempt + 2,
+        )
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        grid = tuner.fit()
     out: dict[str, dict[str, Any]] = {}
     for result in grid:
         tid = (result.config or {}).get("cell", {}).get("trial_id")
@@ -162,6 +184,21 @@ def run_grid(
             "error": "" if result.error is None else _message(result.error),
         }
     return out
+
+
+def lost_worker(error: BaseException) -> bool:
+    """Whether a trial failed because its worker process or node went away (not its own code)."""
+    from ray import exceptions as rex
+
+    kinds = (rex.RayActorError, rex.NodeDiedError, rex.WorkerCrashedError)
+    seen, err = set(), error
+    while err is not None and id(err) not in seen:  # Tune may wrap the Ray error
+        if isinstance(err, kinds):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    text = str(error)
+    return any(k.__name__ in text for k in (*kinds, rex.ActorDiedError))
 
 
 def _message(error: BaseException) -> str:

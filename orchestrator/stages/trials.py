@@ -20,6 +20,7 @@ import pandas as pd
 from orchestrator.cache import write_json_atomic
 from orchestrator.config import StudyConfig
 from orchestrator.config.fidelity import EncoderConfig
+from orchestrator.config.trials import SCHEDULING_FIELDS
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 from orchestrator.trials import TrialCell, check_unique, expand_grid, ratios_of, volume
 from orchestrator.trials_fit import RESULT_COLUMNS, TrialData, keep_key
@@ -37,7 +38,9 @@ class TrialsStage(Stage):
         self.depends_on = _deps(cfg)
         t = _section(cfg)
         return {
-            "trials": t.model_dump(mode="json", exclude={"enabled"}),
+            "trials": t.model_dump(
+                mode="json", exclude={"enabled": True, "resources": set(SCHEDULING_FIELDS)}
+            ),
             "ratios": ratios_of(cfg),
             "encoder": _encoder(cfg).model_dump(include={"model", "max_length"}),
         }
@@ -282,6 +285,7 @@ def _run(ctx: StageContext, cells: list[TrialCell], data: TrialData) -> dict[str
         gpus=t.resources.gpus,
         custom=t.resources.custom,
         max_concurrent=t.resources.max_concurrent,
+        reuse_actors=t.resources.reuse_actors,
         max_failures=t.max_failures,
     )
 

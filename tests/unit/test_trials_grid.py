@@ -165,3 +165,33 @@ def test_concurrent_trials_count_a_finetune_with_its_train_workers():
     assert concurrent_trials([trial_need(ft, gpu)], cluster) == 16
     assert concurrent_trials([trial_need(ft, gpu)], {"CPU": 2.0, "GPU": 8.0}) == 1
     assert concurrent_trials([trial_need(ft, gpu)], {"CPU": 2.0}) == 1
+
+
+@pytest.mark.parametrize("knob", [{"max_concurrent": 3}, {"reuse_actors": False}])
+def test_scheduling_knobs_do_not_change_the_trials_fingerprint(knob):
+    from orchestrator.stages.trials import TrialsStage
+
+    def cfg(**resources):
+        return study({"families": [fam("tfidf_linear")], "resources": resources})
+
+    stage = TrialsStage()
+    assert stage.config_subset(cfg()) == stage.config_subset(cfg(**knob))
+    assert stage.config_subset(cfg()) != stage.config_subset(cfg(cpus=2))
+
+
+def test_lost_worker_tells_a_dead_node_from_a_trials_own_error():
+    from ray import exceptions as rex
+
+    from orchestrator.trials_tune import lost_worker
+
+    assert lost_worker(rex.ActorDiedError())
+    assert lost_worker(rex.NodeDiedError("node 46fb gone"))
+    try:
+        try:
+            raise rex.WorkerCrashedError()
+        except rex.WorkerCrashedError as inner:
+            raise RuntimeError("trial failed") from inner
+    except RuntimeError as wrapped:
+        assert lost_worker(wrapped)
+    assert lost_worker(RuntimeError("ray.exceptions.ActorDiedError: The actor died unexpectedly"))
+    assert not lost_worker(ValueError("family tfidf_linear supports loss bce, not 'focal'"))
