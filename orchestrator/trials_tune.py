@@ -157,21 +157,10 @@ def run_grid(
                 verbose=1,
             ),
         )
-    grid = tuner.fit()
-    for attempt in range(LOST_WORKER_PASSES):
-        lost = [r for r in grid if r.error is not None and lost_worker(r.error)]
-        if not lost:
-            break
-        # Tune can give up on a trial whose (reused) actor died with its node, counting the
-        # actor's pending calls as separate failures; another pass over the errored trials
-        # finishes them (done markers make finished ones instant).
-        log.warning(
-            "trials: %d trial(s) lost their worker (node gone); pass %d over errored trials",
-            len(lost),
-            attempt + 2,
-        )
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-        grid = tuner.fit()
+    grid = fit_with_passes(
+        tuner,
+        lambda: tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True),
+    )
     out: dict[str, dict[str, Any]] = {}
     for result in grid:
         tid = (result.config or {}).get("cell", {}).get("trial_id")
@@ -184,6 +173,29 @@ def run_grid(
             "error": "" if result.error is None else _message(result.error),
         }
     return out
+
+
+def fit_with_passes(tuner: Any, restore: Any, passes: int = LOST_WORKER_PASSES) -> Any:
+    """`tuner.fit()`, then up to `passes` more fits of `restore()` (a Tuner restored with
+    resume_errored) while some trial errored because its worker or node died.
+
+    Tune can give up on a trial whose (reused) actor died with its node, counting the actor's
+    pending calls as separate failures; another pass over the errored trials finishes them (done
+    markers make already-finished work instant). Trials that failed in their own code are not
+    the reason for a pass.
+    """
+    grid = tuner.fit()
+    for attempt in range(passes):
+        lost = [r for r in grid if r.error is not None and lost_worker(r.error)]
+        if not lost:
+            break
+        log.warning(
+            "trials: %d trial(s) lost their worker (node gone); pass %d over errored trials",
+            len(lost),
+            attempt + 2,
+        )
+        grid = restore().fit()
+    return grid
 
 
 def lost_worker(error: BaseException) -> bool:
