@@ -29,7 +29,7 @@ ROW_JSON = "row.json"
 CKPT = "classifier"
 #: A trial that only drives Ray Train workers holds a sliver of a CPU (0 is refused by Tune).
 DRIVER_CPU = 0.01
-#: Extra passes over trials that errored because their node or worker died (see run_grid).
+#: Extra passes over trials that errored because their node or worker died (see fit_with_passes).
 LOST_WORKER_PASSES = 2
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,12 @@ def run_grid(
         _resources(settings),
     )
     path = f"{storage_path.rstrip('/')}/{name}"
+
+    def restore() -> Any:
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+
     if tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        tuner = restore()
     else:
         tuner = tune.Tuner(
             trainable,
@@ -157,10 +161,7 @@ def run_grid(
                 verbose=1,
             ),
         )
-    grid = fit_with_passes(
-        tuner,
-        lambda: tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True),
-    )
+    grid = fit_with_passes(tuner, restore)
     out: dict[str, dict[str, Any]] = {}
     for result in grid:
         tid = (result.config or {}).get("cell", {}).get("trial_id")
