@@ -12,8 +12,9 @@ the same number of tokens, up to numerics), `--max-tokens` new tokens at most.
 - (d) hf_single: transformers `generate` one prompt at a time, on the first `--single-n` prompts
   (it is a rate; all prompts would take many minutes).
 
-Times are end to end: model load and engine start-up included for every method (the vLLM ones
-pay one engine start each). Each method runs in its own child process, one after another, so only
+Times are end to end, from before the method's first heavy import (torch, vLLM, Ray) to the last
+row in hand: imports, Ray start-up, model load and engine start-up included for every method
+(the vLLM ones pay one engine start each); planning the prompts is not timed. Each method runs in its own child process, one after another, so only
 one engine holds memory at a time. tokens/s counts generated tokens only (up to end of sequence).
 
     .venv/bin/python bench/generation.py [--n 128] [--max-tokens 128]
@@ -77,14 +78,14 @@ def _generator(args: argparse.Namespace):
 
 
 def run_pipeline(args: argparse.Namespace) -> dict:
+    prompts = _prompts(args.n)
+    t0 = time.perf_counter()
     import ray
 
     from orchestrator.generation import run_generation
 
-    prompts = _prompts(args.n)
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300 << 20)
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
         out = run_generation(prompts, _generator(args), Path(tmp), max_retries=0)
         seconds = time.perf_counter() - t0
     ok = out[out.status == "ok"]
@@ -92,6 +93,8 @@ def run_pipeline(args: argparse.Namespace) -> dict:
 
 
 def run_vllm(args: argparse.Namespace) -> dict:
+    prompts = _prompts(args.n)
+    t0 = time.perf_counter()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     if args.reserved_cores is not None:
         os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(args.reserved_cores)
@@ -100,8 +103,6 @@ def run_vllm(args: argparse.Namespace) -> dict:
     from orchestrator.generation import cpu_engine_kwargs
     from tasks.models import resolve_model
 
-    prompts = _prompts(args.n)
-    t0 = time.perf_counter()
     llm = LLM(
         model=resolve_model("embedded:smollm2-135m"),
         dtype=_dtype(),
@@ -121,6 +122,8 @@ def run_vllm(args: argparse.Namespace) -> dict:
 
 
 def _hf(args: argparse.Namespace, batch: int, n: int) -> dict:
+    prompts = _prompts(args.n)[:n]
+    t0 = time.perf_counter()
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -128,8 +131,6 @@ def _hf(args: argparse.Namespace, batch: int, n: int) -> dict:
     from tasks.models import resolve_model
 
     torch.set_num_threads(2)
-    prompts = _prompts(args.n)[:n]
-    t0 = time.perf_counter()
     path = resolve_model("embedded:smollm2-135m")
     tok = AutoTokenizer.from_pretrained(path, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, _dtype())).eval()

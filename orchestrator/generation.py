@@ -99,11 +99,13 @@ def processor_config(gen: VllmGenerator, model_path: str) -> Any:
         should_continue_on_error=True,
         log_engine_metrics=False,
         runtime_env={"env_vars": env},
-        # Templating and (de)tokenizing are light next to the engine: a whole CPU each would
-        # leave a 2-core machine with no CPU for the vLLM actor (the pipeline never starts).
-        chat_template_stage=_light_stage(),
-        tokenize_stage=_light_stage(),
-        detokenize_stage=_light_stage(),
+        # Prompts arrive chat-templated (`chat_prompts`, in the driver: ~20 us a prompt) and
+        # vLLM tokenizes and detokenizes them itself, so ray.data.llm's own text stages are off:
+        # each is an actor that imports transformers and loads the tokenizer, which on a small
+        # machine competes with the engine's start-up for the same cores.
+        chat_template_stage=False,
+        tokenize_stage=False,
+        detokenize_stage=False,
     )
 
 
@@ -147,33 +149,36 @@ def placement_group(gen: VllmGenerator) -> dict[str, Any]:
     return {"bundles": [dict(bundle) for _ in range(tp)], "strategy": "PACK"}
 
 
-def _light_stage() -> dict[str, Any]:
-    return {"num_cpus": LIGHT_CPUS, "concurrency": 1}
+def chat_prompts(
+    prompts: Sequence[PromptRow], model_path: str, trust_remote_code: bool = False
+) -> dict[str, str]:
+    """Each prompt's chat messages in the generator's own chat template, ready for the engine,
+    by row id (the generation prompt added, as vLLM's `chat` does)."""
+    from transformers import AutoTokenizer
 
-
-def request_row(row: PromptRow, attempts: int) -> dict[str, Any]:
-    """The Ray Data input row of one prompt: chat messages and its own sampling seed."""
+    tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     return {
-        "row_id": row.row_id,
-        "messages": [dict(m) for m in row.messages],
-        "seed": row.seed,
-        "attempts": attempts,
+        p.row_id: tok.apply_chat_template(
+            [dict(m) for m in p.messages], tokenize=False, add_generation_prompt=True
+        )
+        for p in prompts
     }
 
 
-def _preprocess(gen: VllmGenerator):
-    sampling = {"temperature": gen.temperature, "top_p": gen.top_p, "max_tokens": gen.max_tokens}
-
-    def pre(row: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "row_id": row["row_id"],
-            "attempts": int(row["attempts"]),
-            "messages": list(row["messages"]),
+def request_row(gen: VllmGenerator, row: PromptRow, prompt: str, attempts: int) -> dict[str, Any]:
+    """The Ray Data input row of one prompt: its templated text and its sampling parameters."""
+    return {
+        "row_id": row.row_id,
+        "attempts": attempts,
+        "prompt": prompt,
+        "sampling_params": {
+            "temperature": gen.temperature,
+            "top_p": gen.top_p,
+            "max_tokens": gen.max_tokens,
             # Each row its own seed: one seed on every row would give identical samples.
-            "sampling_params": {**sampling, "seed": int(row["seed"])},
-        }
-
-    return pre
+            "seed": int(row.seed),
+        },
+    }
 
 
 def _postprocess(max_tokens: int):
@@ -201,8 +206,8 @@ def _project(row: dict[str, Any]) -> dict[str, Any]:
     error = str(row.get(_ERROR) or "")
     if not error:
         return {c: row[c] for c in RESULT_COLUMNS}
-    # Failed rows skip the processor's postprocess and carry the whole request (nested chat
-    # messages, sampling params): flatten them here so every block has the same schema.
+    # Failed rows skip the processor's postprocess and carry the whole request (prompt,
+    # sampling params): flatten them here so every block has the same schema.
     return {
         "id": row["row_id"],
         "text": "",
@@ -260,10 +265,12 @@ def run_generation(
     model_path = resolve_model(gen.model)
     log.info("generate %s: vLLM dtype %s (configured %s)", gen.name, engine_dtype(gen), gen.dtype)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    texts = chat_prompts(prompts, model_path, gen.trust_remote_code)
     restarts = 0
     while todo := pending(prompts, store.read(), max_retries):
         try:
-            _run_round(todo, gen, model_path, store, progress)
+            rows = [request_row(gen, p, texts[p.row_id], a) for p, a in todo]
+            _run_round(rows, gen, model_path, store, progress)
         except Exception as e:
             if restarts >= pipeline_restarts or not is_system_failure(e):
                 raise
@@ -306,7 +313,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _run_round(
-    todo: list[tuple[PromptRow, int]],
+    rows: list[dict[str, Any]],
     gen: VllmGenerator,
     model_path: str,
     store: ShardStore,
@@ -318,17 +325,15 @@ def _run_round(
 
     processor = build_processor(
         processor_config(gen, model_path),
-        preprocess=_preprocess(gen),
         postprocess=_postprocess(gen.max_tokens),
-        # The light steps: a whole CPU each would starve the engine on a small machine.
-        preprocess_map_kwargs={"num_cpus": LIGHT_CPUS},
+        # The light step: a whole CPU would starve the engine on a small machine.
         postprocess_map_kwargs={"num_cpus": LIGHT_CPUS},
     )
-    ds = processor(ray.data.from_items([request_row(p, a) for p, a in todo]))
+    ds = processor(ray.data.from_items(rows))
     ds = ds.map(_project, num_cpus=LIGHT_CPUS)
-    retry = sum(a > 1 for _, a in todo)
+    retry = sum(r["attempts"] > 1 for r in rows)
     desc = f"generate {gen.name}" + (f" (retrying {retry})" if retry else "")
-    bar = tqdm(total=len(todo), desc=desc, unit="row", disable=not progress)
+    bar = tqdm(total=len(rows), desc=desc, unit="row", disable=not progress)
     t0, tokens, failed = time.perf_counter(), 0, 0
     try:
         # Small batches: each lands as its own shard, so a kill loses at most one batch.

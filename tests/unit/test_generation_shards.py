@@ -8,11 +8,13 @@ from orchestrator.generation import (
     RESULT_COLUMNS,
     ShardStore,
     _postprocess,
-    _preprocess,
     _project,
+    chat_prompts,
     cpu_has_native_bf16,
     engine_dtype,
     pending,
+    processor_config,
+    request_row,
 )
 from orchestrator.stages.generate import corpus_rows, planned_rows
 from tasks.prompts import PromptRow
@@ -90,16 +92,14 @@ def test_project_flattens_failed_rows_and_passes_ok_rows():
     assert _project(ok) == _result("y", "ok", 1, "T")
 
 
-def test_pre_and_postprocess_carry_seed_and_finish_reason():
+def test_request_row_and_postprocess_carry_seed_and_finish_reason():
     gen = VllmGenerator(name="g", model="embedded:smollm2-135m", max_tokens=16, temperature=0.5)
-    pre = _preprocess(gen)(
-        {"row_id": "x", "messages": [{"role": "user"}], "seed": 42, "attempts": 1}
-    )
-    assert pre["sampling_params"] == {
-        "temperature": 0.5,
-        "top_p": 0.95,
-        "max_tokens": 16,
-        "seed": 42,
+    req = request_row(gen, _row(3, seed=39), "<templated>", attempts=2)
+    assert req == {
+        "row_id": "r8__synthesis__plain__000003",
+        "attempts": 2,
+        "prompt": "<templated>",
+        "sampling_params": {"temperature": 0.5, "top_p": 0.95, "max_tokens": 16, "seed": 42},
     }
     post = _postprocess(16)
     base = {"row_id": "x", "generated_text": "t", "num_input_tokens": 9, "time_taken_llm": 1.5}
@@ -199,3 +199,26 @@ def test_auto_dtype_is_float32_on_a_cpu_without_bf16(monkeypatch):
     # Set by hand, or on a GPU, the config is passed through as it is.
     assert engine_dtype(cpu.model_copy(update={"dtype": "bfloat16"})) == "bfloat16"
     assert engine_dtype(cpu.model_copy(update={"num_gpus_per_actor": 1})) == "auto"
+
+
+def test_chat_prompts_use_the_models_template_with_the_generation_prompt(tmp_path):
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    )
+    tok.chat_template = (
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    tok.save_pretrained(tmp_path)
+    rows = [_row(0), _row(1)]
+    out = chat_prompts(rows, str(tmp_path))
+    assert out == {r.row_id: "<system>s<user>u<assistant>" for r in rows}
+
+
+def test_processor_leaves_templating_and_tokenizing_to_the_driver_and_engine():
+    cfg = processor_config(VllmGenerator(name="g", model="embedded:smollm2-135m"), "/m")
+    for stage in (cfg.chat_template_stage, cfg.tokenize_stage, cfg.detokenize_stage):
+        assert stage is False or getattr(stage, "enabled", True) is False
