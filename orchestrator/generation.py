@@ -245,6 +245,7 @@ def run_generation(
     *,
     pipeline_restarts: int = 3,
     progress: bool = True,
+    fixed_cluster: bool = True,
 ) -> pd.DataFrame:
     """Generate every prompt with one generator, resuming from `shard_dir`; one row per prompt.
 
@@ -253,6 +254,8 @@ def run_generation(
     A round that dies of a Ray system error (a node lost with its actor, a preempted spot worker)
     is started again on the rows still pending, up to `pipeline_restarts` times: the shards
     written before the loss stay, so no row is generated twice and none is lost.
+    `fixed_cluster`: the cluster cannot grow (a local Ray), so an actor that does not fit is an
+    error rather than a wait for the autoscaler.
     """
     import ray
 
@@ -261,6 +264,7 @@ def run_generation(
     ids = [p.row_id for p in prompts]
     if len(set(ids)) != len(ids):
         raise ValueError("prompts: row ids must be unique")
+    check_fits(gen, ray.cluster_resources(), fixed_cluster)
     store = ShardStore(shard_dir)
     model_path = resolve_model(gen.model)
     log.info("generate %s: vLLM dtype %s (configured %s)", gen.name, engine_dtype(gen), gen.dtype)
@@ -281,6 +285,33 @@ def run_generation(
             )  # fmt: skip
     done = store.read()
     return done[done["id"].isin(set(ids))].set_index("id").loc[ids].reset_index()
+
+
+def check_fits(gen: VllmGenerator, cluster: dict[str, float], fixed: bool) -> None:
+    """Whether one engine actor and the light steps fit in the cluster's resources. Ray Data
+    would otherwise wait for them forever, silently: on a fixed cluster that is an error naming
+    the generator's fields; on one that can grow, a warning while the autoscaler adds a node."""
+    need = {
+        "CPU": gen.num_cpus_per_actor + LIGHT_CPUS,
+        "GPU": gen.num_gpus_per_actor,
+        **gen.resources_per_actor,
+    }
+    short = [(k, v, cluster.get(k, 0.0)) for k, v in need.items() if v > cluster.get(k, 0.0) + 1e-9]
+    if not short:
+        return
+    what = "; ".join(f"{k} {v:g} needed, {have:g} in the cluster" for k, v, have in short)
+    msg = (
+        f"generator {gen.name!r}: one vLLM actor (num_cpus_per_actor={gen.num_cpus_per_actor:g}, "
+        f"num_gpus_per_actor={gen.num_gpus_per_actor:g}, resources_per_actor="
+        f"{gen.resources_per_actor}) plus {LIGHT_CPUS:g} CPU for the light steps does not fit: "
+        f"{what}"
+    )
+    if fixed:
+        raise ValueError(
+            f"{msg}. Lower them; on a CPU machine num_cpus_per_actor: 1 with "
+            "cpu_reserved_cores: 0 still computes on every core"
+        )
+    log.warning("%s; waiting for the autoscaler to add a node", msg)
 
 
 def is_system_failure(error: BaseException) -> bool:

@@ -9,6 +9,7 @@ and `corpora.json` (docs/artifacts.md).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -175,6 +176,8 @@ def generate_rows(
         ctx.work_dir / "shards" / gen.name,
         max_retries,
         pipeline_restarts=pipeline_restarts,
+        # A Ray that synthpat started here cannot grow; a joined cluster may autoscale.
+        fixed_cluster=not (ctx.cfg.resources.address or os.environ.get("RAY_ADDRESS")),
     )
 
 

@@ -10,6 +10,7 @@ from orchestrator.generation import (
     _postprocess,
     _project,
     chat_prompts,
+    check_fits,
     cpu_has_native_bf16,
     engine_dtype,
     pending,
@@ -222,3 +223,17 @@ def test_processor_leaves_templating_and_tokenizing_to_the_driver_and_engine():
     cfg = processor_config(VllmGenerator(name="g", model="embedded:smollm2-135m"), "/m")
     for stage in (cfg.chat_template_stage, cfg.tokenize_stage, cfg.detokenize_stage):
         assert stage is False or getattr(stage, "enabled", True) is False
+
+
+def test_an_engine_actor_that_cannot_fit_is_an_error_on_a_fixed_cluster(caplog):
+    two = {"CPU": 2.0, "memory": 1e10}
+    check_fits(VllmGenerator(name="g", model="m", num_cpus_per_actor=1), two, fixed=True)
+    big = VllmGenerator(name="g", model="m", num_cpus_per_actor=2)
+    with pytest.raises(ValueError, match=r"'g'.*num_cpus_per_actor=2.*CPU 2.1 needed, 2 in"):
+        check_fits(big, two, fixed=True)
+    gpu = VllmGenerator(name="g", model="m", num_gpus_per_actor=1)
+    with pytest.raises(ValueError, match="GPU 1 needed, 0 in the cluster"):
+        check_fits(gpu, two, fixed=True)
+    # A cluster that can grow: the autoscaler may add the node, so only a warning.
+    check_fits(gpu, two, fixed=False)
+    assert "waiting for the autoscaler" in caplog.text
