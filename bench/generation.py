@@ -14,8 +14,9 @@ the same number of tokens, up to numerics), `--max-tokens` new tokens at most.
 
 Times are end to end, from before the method's first heavy import (torch, vLLM, Ray) to the last
 row in hand: imports, Ray start-up, model load and engine start-up included for every method
-(the vLLM ones pay one engine start each); planning the prompts is not timed. Each method runs in its own child process, one after another, so only
-one engine holds memory at a time. tokens/s counts generated tokens only (up to end of sequence).
+(the vLLM ones pay one engine start each); planning the prompts is not timed. Each method runs
+in its own child process, one after another, so only one engine holds memory at a time. tokens/s
+counts generated tokens only (up to end of sequence).
 
     .venv/bin/python bench/generation.py [--n 128] [--max-tokens 128]
 """
