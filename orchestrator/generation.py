@@ -174,6 +174,7 @@ def request_row(gen: VllmGenerator, row: PromptRow, prompt: str, attempts: int) 
         "sampling_params": {
             "temperature": gen.temperature,
             "top_p": gen.top_p,
+            "top_k": gen.top_k,
             "max_tokens": gen.max_tokens,
             # Each row its own seed: one seed on every row would give identical samples.
             "seed": int(row.seed),

@@ -100,7 +100,13 @@ def test_request_row_and_postprocess_carry_seed_and_finish_reason():
         "row_id": "r8__synthesis__plain__000003",
         "attempts": 2,
         "prompt": "<templated>",
-        "sampling_params": {"temperature": 0.5, "top_p": 0.95, "max_tokens": 16, "seed": 42},
+        "sampling_params": {
+            "temperature": 0.5,
+            "top_p": 0.95,
+            "top_k": 0,
+            "max_tokens": 16,
+            "seed": 42,
+        },
     }
     post = _postprocess(16)
     base = {"row_id": "x", "generated_text": "t", "num_input_tokens": 9, "time_taken_llm": 1.5}
