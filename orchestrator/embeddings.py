@@ -31,11 +31,11 @@ def embedding_cache_dir(run_dir: Path) -> Path:
 class _EncodeBatches:
     """A Ray Data actor: loads the encoder once, then embeds the batches it is sent."""
 
-    def __init__(self, model: str, max_length: int, batch_size: int, device: str):
+    def __init__(self, model: str, max_length: int, batch_size: int | None, device: str):
         from tasks.embeddings import load_encoder
 
         self.encoder = load_encoder(model, max_length, device)
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # texts per forward pass; None: the device's default
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from tasks.embeddings import encode_texts
@@ -58,7 +58,7 @@ def encode_with_ray(texts: Sequence[str], encoder: EncoderConfig) -> np.ndarray:
         fn_constructor_kwargs={
             "model": encoder.model,
             "max_length": encoder.max_length,
-            "batch_size": encoder.batch_size,
+            "batch_size": encoder.forward_batch_size,
             "device": _device(encoder),
         },
         batch_size=encoder.batch_size,
@@ -84,7 +84,7 @@ def encode_local(texts: Sequence[str], encoder: EncoderConfig) -> np.ndarray:
     from tasks.embeddings import encode_texts, load_encoder
 
     model = load_encoder(encoder.model, encoder.max_length, _device(encoder))
-    return encode_texts(texts, model, encoder.batch_size, progress=len(texts) > 256)
+    return encode_texts(texts, model, encoder.forward_batch_size, progress=len(texts) > 256)
 
 
 class EmbeddingCache:

@@ -124,11 +124,18 @@ class FinetuneClassifier(Classifier):
     def _forward(self, texts: list[str], want_embed: bool) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
+        from tasks.embeddings import CPU_FORWARD_BATCH
+
         self.model.eval()
         device = next(self.model.parameters()).device
+        # Passes of similar lengths (sorted by characters, restored below) pad little; on a CPU
+        # small passes are faster too (tasks.embeddings.forward_batch_size).
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        texts = [texts[i] for i in order]
+        size = self.batch_size if device.type != "cpu" else min(self.batch_size, CPU_FORWARD_BATCH)
         probs, embs = [], []
         with torch.inference_mode():
-            for sl in _batches(len(texts), self.batch_size):
+            for sl in _batches(len(texts), size):
                 enc = self.tokenizer(
                     texts[sl],
                     truncation=True,
@@ -146,11 +153,12 @@ class FinetuneClassifier(Classifier):
                     pooled = torch.nn.functional.normalize(pooled, dim=-1)
                     embs.append(pooled.cpu().numpy())
         n_labels = len(self.labels)
-        p = np.concatenate(probs) if probs else np.zeros((0, n_labels), np.float32)
+        inverse = np.argsort(order, kind="stable")
+        p = np.concatenate(probs)[inverse] if probs else np.zeros((0, n_labels), np.float32)
         e = None
         if want_embed:
             dim = self.model.config.hidden_size
-            e = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
+            e = np.concatenate(embs)[inverse] if embs else np.zeros((0, dim), np.float32)
         return p.astype(np.float32), e
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:

@@ -12,7 +12,13 @@ class EncoderConfig(StrictModel):
         "embedded:minilm-l6",
         description="Sentence encoder: `embedded:minilm-l6`, a local folder, or a hub id.",
     )
-    batch_size: int = Field(64, ge=1, description="Texts per encoder batch.")
+    batch_size: int = Field(64, ge=1, description="Texts per Ray Data batch sent to an actor.")
+    forward_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Texts per forward pass inside an actor, sorted by length; None: 8 on CPU "
+        "(small passes are faster there), 64 on GPU.",
+    )
     max_length: int = Field(256, ge=16, description="Encoder token limit per text.")
     concurrency: int = Field(1, ge=1, description="Ray Data encoder actors.")
     num_cpus_per_actor: float = Field(1, gt=0, description="CPUs per encoder actor.")

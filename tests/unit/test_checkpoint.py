@@ -150,3 +150,26 @@ def test_load_refuses_unknown_family(tmp_path):
         load_classifier(tmp_path)
     with pytest.raises(FileNotFoundError, match="classifier.json"):
         load_classifier(tmp_path / "missing")
+
+
+def test_finetune_predictions_keep_input_order_across_length_sorted_passes(tmp_path):
+    model, tok = tiny_bert(tmp_path)
+    clf = FinetuneClassifier(model, tok, max_length=32, batch_size=2, **_common())
+    # Lengths out of order and more texts than one pass: the passes run sorted by length.
+    texts = [TEXTS[1], TEXTS[0] + " " + TEXTS[2], TEXTS[2], TEXTS[0], "lift"]
+    probs, embs = clf.proba_and_embed(texts)
+    for i, t in enumerate(texts):
+        p1, e1 = clf.proba_and_embed([t])
+        np.testing.assert_allclose(probs[i], p1[0], atol=1e-5)
+        np.testing.assert_allclose(embs[i], e1[0], atol=1e-5)
+    assert not np.allclose(probs[0], probs[2])  # the rows really differ, so order is tested
+
+
+def test_forward_batch_size_is_small_on_cpu_and_large_on_gpu():
+    import torch
+
+    from tasks.embeddings import CPU_FORWARD_BATCH, GPU_FORWARD_BATCH, forward_batch_size
+
+    assert forward_batch_size("cpu") == forward_batch_size(torch.device("cpu")) == CPU_FORWARD_BATCH
+    assert forward_batch_size("cuda:0") == forward_batch_size(torch.device("cuda")) == 64
+    assert CPU_FORWARD_BATCH < GPU_FORWARD_BATCH
