@@ -90,7 +90,15 @@ def run_pipeline(args: argparse.Namespace) -> dict:
         out = run_generation(prompts, _generator(args), Path(tmp), max_retries=0)
         seconds = time.perf_counter() - t0
     ok = out[out.status == "ok"]
-    return {"rows": len(ok), "tokens": int(ok.output_tokens.sum()), "seconds": seconds}
+    return {
+        "rows": len(ok),
+        "tokens": int(ok.output_tokens.sum()),
+        "seconds": seconds,
+        # Each row's gen_seconds is its batch's time in the engine; with every batch in flight
+        # at once (batch_size x max_concurrent_batches >= --n) the longest is the generating
+        # phase, the rest of the wall time start-up.
+        "generate_seconds": float(ok.gen_seconds.max()) if len(ok) else 0.0,
+    }
 
 
 def run_vllm(args: argparse.Namespace) -> dict:
@@ -211,9 +219,11 @@ def main() -> None:
     results = {m: _child(m, args) for m in args.methods.split(",")}
     print(f"\n{args.n} prompts, max {args.max_tokens} new tokens, greedy, SmolLM2-135M {_dtype()}")
     for m, r in results.items():
+        gen = r.get("generate_seconds")
+        split = f"  ({r['seconds'] - gen:5.1f}s start, {gen:5.1f}s generating)" if gen else ""
         print(
             f"  {m:11s} {r['rows']:4d} rows {r['tokens']:6d} tokens {r['seconds']:7.1f}s "
-            f"{r['tokens_per_s']:7.1f} tokens/s"
+            f"{r['tokens_per_s']:7.1f} tokens/s{split}"
         )
     a = results.get("pipeline")
     if a:
