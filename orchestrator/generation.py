@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,7 @@ def processor_config(gen: VllmGenerator, model_path: str) -> Any:
         should_continue_on_error=True,
         log_engine_metrics=False,
         runtime_env={"env_vars": env},
-        # Prompts arrive chat-templated (`chat_prompts`, in the driver: ~20 us a prompt) and
+        # Prompts arrive chat-templated (`chat_templater`, in the driver: ~20 us a prompt) and
         # vLLM tokenizes and detokenizes them itself, so ray.data.llm's own text stages are off:
         # each is an actor that imports transformers and loads the tokenizer, which on a small
         # machine competes with the engine's start-up for the same cores.
@@ -149,20 +149,19 @@ def placement_group(gen: VllmGenerator) -> dict[str, Any]:
     return {"bundles": [dict(bundle) for _ in range(tp)], "strategy": "PACK"}
 
 
-def chat_prompts(
-    prompts: Sequence[PromptRow], model_path: str, trust_remote_code: bool = False
-) -> dict[str, str]:
-    """Each prompt's chat messages in the generator's own chat template, ready for the engine,
-    by row id (the generation prompt added, as vLLM's `chat` does)."""
+def chat_templater(model_path: str, trust_remote_code: bool = False) -> Callable[[PromptRow], str]:
+    """A function from a prompt to its chat messages in the generator's own chat template,
+    ready for the engine (the generation prompt added, as vLLM's `chat` does); the tokenizer
+    loads once."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-    return {
-        p.row_id: tok.apply_chat_template(
-            [dict(m) for m in p.messages], tokenize=False, add_generation_prompt=True
-        )
-        for p in prompts
-    }
+
+    def render(p: PromptRow) -> str:
+        messages = [dict(m) for m in p.messages]
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    return render
 
 
 def request_row(gen: VllmGenerator, row: PromptRow, prompt: str, attempts: int) -> dict[str, Any]:
@@ -270,11 +269,12 @@ def run_generation(
     model_path = resolve_model(gen.model)
     log.info("generate %s: vLLM dtype %s (configured %s)", gen.name, engine_dtype(gen), gen.dtype)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    texts = chat_prompts(prompts, model_path, gen.trust_remote_code)
+    render = chat_templater(model_path, gen.trust_remote_code)
     restarts = 0
     while todo := pending(prompts, store.read(), max_retries):
         try:
-            rows = [request_row(gen, p, texts[p.row_id], a) for p, a in todo]
+            # Only the pending rows are templated: a resumed run skips what is written.
+            rows = [request_row(gen, p, render(p), a) for p, a in todo]
             _run_round(rows, gen, model_path, store, progress)
         except Exception as e:
             if restarts >= pipeline_restarts or not is_system_failure(e):

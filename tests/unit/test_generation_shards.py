@@ -9,7 +9,7 @@ from orchestrator.generation import (
     ShardStore,
     _postprocess,
     _project,
-    chat_prompts,
+    chat_templater,
     check_fits,
     cpu_has_native_bf16,
     engine_dtype,
@@ -220,9 +220,8 @@ def test_chat_prompts_use_the_models_template_with_the_generation_prompt(tmp_pat
         "{% if add_generation_prompt %}<assistant>{% endif %}"
     )
     tok.save_pretrained(tmp_path)
-    rows = [_row(0), _row(1)]
-    out = chat_prompts(rows, str(tmp_path))
-    assert out == {r.row_id: "<system>s<user>u<assistant>" for r in rows}
+    render = chat_templater(str(tmp_path))
+    assert [render(r) for r in (_row(0), _row(1))] == ["<system>s<user>u<assistant>"] * 2
 
 
 def test_processor_leaves_templating_and_tokenizing_to_the_driver_and_engine():
