@@ -107,6 +107,9 @@ def _resume_prompts(n: int) -> list[PromptRow]:
     return [prompt(i, TOPICS[i % len(TOPICS)], 1000 + i) for i in range(n)]
 
 
+_RESULT = "RESUME_RESULT "  # marks the resumed run's result line on stdout
+
+
 def _worker(shard_dir: str, n: int) -> None:
     import ray
 
@@ -117,7 +120,8 @@ def _worker(shard_dir: str, n: int) -> None:
         object_store_memory=300 * 1024 * 1024,
     )
     out = run_generation(_resume_prompts(n), generator(), Path(shard_dir), 0, progress=False)
-    print(json.dumps({"rows": len(out), "ok": int(out.status.eq("ok").sum())}))
+    result = {"rows": len(out), "ok": int(out.status.eq("ok").sum())}
+    print(_RESULT + json.dumps(result), flush=True)
 
 
 def _spawn(shard_dir: Path, n: int) -> subprocess.Popen:
@@ -149,7 +153,9 @@ def test_resume_after_sigkill_ends_with_exactly_the_target_ids(tmp_path):
     proc = _spawn(shard_dir, n)
     out, _ = proc.communicate(timeout=500)
     assert proc.returncode == 0
-    assert json.loads(out.strip().splitlines()[-1]) == {"rows": n, "ok": n}
+    # Ray forwards the engine actor's shutdown logs to stdout too, sometimes after the result.
+    result = next(x for x in out.splitlines() if x.startswith(_RESULT))
+    assert json.loads(result[len(_RESULT) :]) == {"rows": n, "ok": n}
     after = store.read()
     assert sorted(after.id) == sorted(p.row_id for p in _resume_prompts(n))
     # Nothing was generated twice: the shards hold each id exactly once ...
