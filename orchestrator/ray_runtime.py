@@ -7,6 +7,12 @@ import os
 from orchestrator.config.resources import ResourcesConfig
 
 
+def cluster_address(resources: ResourcesConfig | None = None) -> str | None:
+    """The cluster to join (`resources.address`, else RAY_ADDRESS as `ray job submit` sets it),
+    or None: synthpat starts a local Ray, which cannot grow."""
+    return (resources.address if resources else None) or os.environ.get("RAY_ADDRESS")
+
+
 def ensure_ray(resources: ResourcesConfig | None = None) -> None:
     """Join the configured cluster, or start a local Ray, unless Ray is already up.
 
@@ -19,7 +25,7 @@ def ensure_ray(resources: ResourcesConfig | None = None) -> None:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     resources = resources or ResourcesConfig()
-    address = resources.address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(resources)
     env = {
         "env_vars": {
             k: os.environ[k]

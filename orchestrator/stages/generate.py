@@ -9,7 +9,6 @@ and `corpora.json` (docs/artifacts.md).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -167,7 +166,7 @@ def generate_rows(
 ) -> pd.DataFrame:
     """One generator's results for all prompts, resumable under the stage's work folder."""
     from orchestrator.generation import run_generation
-    from orchestrator.ray_runtime import ensure_ray
+    from orchestrator.ray_runtime import cluster_address, ensure_ray
 
     ensure_ray(ctx.cfg.resources)
     return run_generation(
@@ -177,7 +176,7 @@ def generate_rows(
         max_retries,
         pipeline_restarts=pipeline_restarts,
         # A Ray that synthpat started here cannot grow; a joined cluster may autoscale.
-        fixed_cluster=not (ctx.cfg.resources.address or os.environ.get("RAY_ADDRESS")),
+        fixed_cluster=cluster_address(ctx.cfg.resources) is None,
     )
 
 
