@@ -203,8 +203,8 @@ def main() -> None:
         "--n",
         type=int,
         default=512,
-        help="prompts; vLLM's engine start (~30 s here) is a fixed cost, so small runs measure "
-        "start-up more than generation",
+        help="prompts; start-up (vLLM's ~30 s here, the pipeline's Ray ~14 s more) is a fixed "
+        "cost, so small runs measure start-up more than generation",
     )
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=32, help="pipeline rows per batch")
