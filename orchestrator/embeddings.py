@@ -31,16 +31,16 @@ def embedding_cache_dir(run_dir: Path) -> Path:
 class _EncodeBatches:
     """A Ray Data actor: loads the encoder once, then embeds the batches it is sent."""
 
-    def __init__(self, model: str, max_length: int, batch_size: int | None, device: str):
+    def __init__(self, model: str, max_length: int, forward_batch_size: int | None, device: str):
         from tasks.embeddings import load_encoder
 
         self.encoder = load_encoder(model, max_length, device)
-        self.batch_size = batch_size  # texts per forward pass; None: the device's default
+        self.forward_batch_size = forward_batch_size  # None: the device's default
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from tasks.embeddings import encode_texts
 
-        vecs = encode_texts([str(t) for t in batch["text"]], self.encoder, self.batch_size)
+        vecs = encode_texts([str(t) for t in batch["text"]], self.encoder, self.forward_batch_size)
         return {"i": batch["i"], "embedding": vecs}
 
 
@@ -58,7 +58,7 @@ def encode_with_ray(texts: Sequence[str], encoder: EncoderConfig) -> np.ndarray:
         fn_constructor_kwargs={
             "model": encoder.model,
             "max_length": encoder.max_length,
-            "batch_size": encoder.forward_batch_size,
+            "forward_batch_size": encoder.forward_batch_size,
             "device": _device(encoder),
         },
         batch_size=encoder.batch_size,
