@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
@@ -92,14 +93,15 @@ def http_path_ms(url: str) -> float:
     return float(np.median(hops) * 1000)
 
 
-def baseline_server(checkpoint: str, port: int) -> None:
+def baseline_server(checkpoint: str, port: int, gpus: float) -> None:
     """The baseline process: the same API, one model call per request, plain uvicorn."""
     import uvicorn
 
     from serve.api import ApiSettings, create_api
     from serve.server import ClassifierServer
 
-    server = ClassifierServer({"checkpoint": checkpoint, "trial_id": Path(checkpoint).name})
+    spec = {"checkpoint": checkpoint, "trial_id": Path(checkpoint).name, "num_gpus": gpus}
+    server = ClassifierServer(spec)
 
     async def infer(texts: list[str]) -> np.ndarray:
         return await asyncio.to_thread(server.predict_proba, texts)
@@ -125,14 +127,17 @@ class ServeSide:
 
         cfg = ServeConfig(
             num_cpus=args.replica_cpus,
+            num_gpus=args.replica_gpus,
             max_batch_size=args.max_batch_size,
             batch_wait_timeout_s=args.batch_wait,
         )
         # Logical CPUs: both replicas get `replica_cpus` (and as many torch threads) like the
-        # baseline process, on the same 2 physical cores.
+        # baseline process, on the same 2 physical cores. With --replica-gpus both replicas
+        # share the machine's GPU(s) with the baseline process.
         ray.init(
             address="local",
             num_cpus=int(2 * args.replica_cpus) + 1,
+            num_gpus=math.ceil(2 * args.replica_gpus) if args.replica_gpus else None,
             include_dashboard=False,
             object_store_memory=300 << 20,
         )
@@ -156,10 +161,13 @@ class ServeSide:
 
 
 def run_all(checkpoint: Path, run_dir: Path, trial: str, texts, levels, args) -> dict:
+    import httpx
+
     from serve.launch import free_port, wait_ready
 
     port = free_port()
     cmd = [sys.executable, __file__, "--baseline-server", str(checkpoint), "--port", str(port)]
+    cmd += ["--replica-gpus", str(args.replica_gpus)]
     proc = subprocess.Popen(cmd, cwd=ROOT)
     side = None
     try:
@@ -169,7 +177,11 @@ def run_all(checkpoint: Path, run_dir: Path, trial: str, texts, levels, args) ->
         servers = {"baseline": base_url, "batched": side.url, "serve_unbatched": side.unbatched_url}
         for name, url in servers.items():
             asyncio.run(load(url, texts, 4, 16, 30.0))  # warm-up: lazy parts load on first calls
-            print(f"{name}: GET /healthz p50 {http_path_ms(url):.1f} ms (the HTTP path alone)")
+            device = httpx.get(f"{url}/v1/model", timeout=30).json()["device"]
+            print(
+                f"{name}: model on {device}; GET /healthz p50 {http_path_ms(url):.1f} ms "
+                "(the HTTP path alone)"
+            )
         out: dict[str, list[dict]] = {name: [] for name in servers}
         per_round = max(1, args.requests // args.rounds)
         for clients in levels:
@@ -208,13 +220,19 @@ def main() -> None:
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--batch-wait", type=float, default=0.01)
     p.add_argument("--replica-cpus", type=float, default=2)
+    p.add_argument(
+        "--replica-gpus",
+        type=float,
+        default=0,
+        help="GPU per replica (0.5 fits both replicas on one GPU); the baseline then uses it too.",
+    )
     p.add_argument("--reuse", action="store_true", help="Reuse the trained model in --work.")
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "serve")
     p.add_argument("--baseline-server", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.baseline_server:
-        baseline_server(args.baseline_server, args.port)
+        baseline_server(args.baseline_server, args.port, args.replica_gpus)
         return
 
     levels = [int(x) for x in args.levels.split(",")]

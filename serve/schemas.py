@@ -64,6 +64,7 @@ class ModelInfo(BaseModel):
     trial_id: str
     family: str
     precision: str = Field(..., description="Precision the model runs in on this replica.")
+    device: str = Field("cpu", description="Where the model runs on this replica: cpu or cuda.")
     checkpoint: str = Field(..., description="Checkpoint folder served.")
     select_metric: str
     metrics: dict = Field(default_factory=dict, description="The trial's validation/test metrics.")

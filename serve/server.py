@@ -5,6 +5,7 @@ The Serve deployment (`serve.app`) and the benchmark's unbatched baseline both w
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,10 @@ from typing import Any
 import numpy as np
 
 from serve.api import ApiMetrics
+
+log = logging.getLogger(__name__)
+#: Families whose inference runs in torch (an ensemble may hold such members): a GPU helps them.
+TORCH_FAMILIES = ("finetune", "frozen_head", "ensemble")
 
 
 def serving_precision(family: str, stored: str, cuda: bool) -> str:
@@ -28,6 +33,11 @@ def serving_precision(family: str, stored: str, cuda: bool) -> str:
     return stored
 
 
+def serving_device(family: str, num_gpus: float, cuda: bool) -> str:
+    """`cuda` where the replica was given a GPU (or a fraction) and the family runs in torch."""
+    return "cuda" if family in TORCH_FAMILIES and num_gpus > 0 and cuda else "cpu"
+
+
 class ClassifierServer:
     """One loaded checkpoint: model calls, label metadata and the model card. No Ray in here."""
 
@@ -38,11 +48,15 @@ class ClassifierServer:
         self.path = Path(spec["checkpoint"])
         doc = read_classifier_json(self.path)
         self.family = doc["family"]
-        cuda = _cuda_available() if self.family == "finetune" else False
+        num_gpus = float(spec.get("num_gpus", 0))
+        wants_gpu = self.family in TORCH_FAMILIES and num_gpus > 0
+        cuda = _cuda_available() if wants_gpu else False
+        if wants_gpu and not cuda:
+            log.warning("num_gpus=%s but torch sees no CUDA device; serving on CPU", num_gpus)
+        self.device = serving_device(self.family, num_gpus, cuda)
         self.precision = serving_precision(self.family, doc.get("precision", "fp32"), cuda)
         if classifier is None:
-            device = "cuda" if cuda and spec.get("num_gpus", 0) > 0 else None
-            classifier = load_classifier(self.path, device=device, precision=self.precision)
+            classifier = load_classifier(self.path, device=self.device, precision=self.precision)
         self.classifier = classifier
         self.doc = doc
         self.trial_id = str(spec["trial_id"])
@@ -83,6 +97,7 @@ class ClassifierServer:
             "trial_id": self.trial_id,
             "family": self.family,
             "precision": self.precision,
+            "device": self.device,
             "checkpoint": str(self.path),
             "select_metric": self.spec.get("select_metric", ""),
             "metrics": metrics,

@@ -199,6 +199,7 @@ class FrozenHeadClassifier(Classifier):
         encoder_model: str,
         encoder_max_length: int,
         encoder: Any = None,
+        device: str | None = None,
         **kw,
     ):
         super().__init__(**kw)
@@ -206,14 +207,22 @@ class FrozenHeadClassifier(Classifier):
         self.kind = "mlp" if "w1" in self.head else "linear"
         self.encoder_model = encoder_model
         self.encoder_max_length = encoder_max_length
+        self.device = device
         self._encoder = encoder
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        from tasks.embeddings import encode_texts, load_encoder
+    @property
+    def encoder(self) -> Any:
+        """The frozen sentence encoder, loaded on `device` (CPU when None) at first use."""
+        from tasks.embeddings import load_encoder
 
         if self._encoder is None:
-            self._encoder = load_encoder(self.encoder_model, self.encoder_max_length)
-        return encode_texts(list(texts), self._encoder)
+            self._encoder = load_encoder(self.encoder_model, self.encoder_max_length, self.device)
+        return self._encoder
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        from tasks.embeddings import encode_texts
+
+        return encode_texts(list(texts), self.encoder)
 
     def hidden(self, x: np.ndarray) -> np.ndarray:
         """The head's document representation: the MLP's hidden layer, or the input itself."""
@@ -436,7 +445,9 @@ def load_classifier(
 ) -> Classifier:
     """Load any family's checkpoint from safetensors; no pickle, no remote code unless allowed.
 
-    `precision` overrides the stored one for fine-tuned models (e.g. fp32 for CPU serving).
+    `device` places the torch parts (a fine-tuned model, a frozen head's encoder; ensemble members
+    alike); None is the CPU. `precision` overrides the stored one for fine-tuned models (e.g. fp32
+    for CPU serving).
     """
     path = Path(path)
     doc = read_classifier_json(path)
@@ -460,7 +471,9 @@ def load_classifier(
 
         head = load_file(str(path / fc.get("weights", "head.safetensors")))
         enc = fc["encoder"]
-        return FrozenHeadClassifier(head, enc["model"], int(enc["max_length"]), **common)
+        return FrozenHeadClassifier(
+            head, enc["model"], int(enc["max_length"]), device=device, **common
+        )
     return _load_tfidf(path, fc, common)
 
 

@@ -1,4 +1,5 @@
-"""A fine-tuned checkpoint served on CUDA in its trained precision (bf16), matching fp32 on CPU."""
+"""Checkpoints served on CUDA: a fine-tuned one in its trained precision (bf16), a frozen head's
+encoder on the GPU, each matching the CPU's answers."""
 
 from __future__ import annotations
 
@@ -47,3 +48,22 @@ def test_bf16_checkpoint_served_on_cuda(tmp_path):
         ref = torch.sigmoid(model(**enc).logits.float()).numpy()
     assert got.shape == (2, 4)
     np.testing.assert_allclose(got, ref, atol=0.02)  # bf16 vs fp32: a few 1e-3 apart
+
+
+def test_frozen_head_encoder_served_on_cuda(tmp_path):
+    from serve.server import ClassifierServer
+    from tasks.checkpoint import FrozenHeadClassifier, save_classifier
+
+    rng = np.random.default_rng(0)
+    head = {"w": rng.normal(size=(3, 384)).astype(np.float32), "b": np.zeros(3, np.float32)}
+    labels = ["A01B", "G06F", "H01L"]
+    clf = FrozenHeadClassifier(head, "embedded:minilm-l6", 128, labels=labels, names=labels)
+    path = str(save_classifier(tmp_path / "ckpt", clf))
+    texts = ["A semiconductor device with a gate electrode.", "A carton with a dispenser."] * 40
+
+    gpu = ClassifierServer({"checkpoint": path, "trial_id": "t", "num_gpus": 0.5})
+    cpu = ClassifierServer({"checkpoint": path, "trial_id": "t", "num_gpus": 0})
+    got = gpu.predict_proba(texts)
+    assert gpu.device == "cuda" and gpu.classifier.encoder.device.type == "cuda"
+    assert cpu.classifier.encoder.device.type == "cpu"
+    np.testing.assert_allclose(got, cpu.predict_proba(texts), atol=1e-4)  # both fp32

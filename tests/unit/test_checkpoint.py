@@ -85,6 +85,10 @@ def test_frozen_head_round_trip(tmp_path):
     back = load_classifier(out)
     assert isinstance(back, FrozenHeadClassifier) and back.kind == "mlp"
     np.testing.assert_allclose(back.proba_from_embeddings(x), p, rtol=1e-6)
+    # The device reaches the encoder, loaded at first use (a GPU replica passes "cuda").
+    placed = load_classifier(out, device="cpu")
+    assert placed.device == "cpu" and placed._encoder is None
+    assert placed.encoder.device.type == "cpu"
 
 
 def test_tfidf_round_trip(tmp_path):

@@ -147,6 +147,7 @@ def test_labels_model_and_openapi(client, server, demo):
     assert [d["code"] for d in labels] == server.codes and len(labels) == 8
     info = client.get("/v1/model").json()
     assert info["trial_id"] == demo.best_trial and info["family"] == "tfidf_linear"
+    assert info["device"] == "cpu" and info["precision"] == "fp32"
     assert info["mix"]["arm"] == "real_only" and "val_micro_f1" in info["metrics"]
     spec = client.get("/openapi.json").json()
     assert {"/v1/classify", "/v1/labels", "/v1/model", "/healthz", "/readyz"} <= set(spec["paths"])

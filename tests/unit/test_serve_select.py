@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from orchestrator.config.serve import ServeConfig
 from serve.schemas import TextLimitError, check_texts
 from serve.select import select_checkpoint
-from serve.server import serving_precision
+from serve.server import serving_device, serving_precision
 
 
 def _trials(tmp_path, rows):
@@ -86,6 +86,16 @@ def test_serving_precision():
     assert serving_precision("finetune", "bf16", cuda=False) == "bf16"
 
 
+def test_serving_device():
+    # A GPU replica runs every torch family on CUDA, the frozen head's encoder too.
+    for family in ("finetune", "frozen_head", "ensemble"):
+        assert serving_device(family, num_gpus=1, cuda=True) == "cuda"
+        assert serving_device(family, num_gpus=0.25, cuda=True) == "cuda"
+        assert serving_device(family, num_gpus=0, cuda=True) == "cpu"
+        assert serving_device(family, num_gpus=1, cuda=False) == "cpu"
+    assert serving_device("tfidf_linear", num_gpus=1, cuda=True) == "cpu"
+
+
 def test_serve_config_rules():
     with pytest.raises(ValidationError, match="max_ongoing_requests=8 is below max_batch_size=32"):
         ServeConfig(max_ongoing_requests=8)
@@ -93,3 +103,31 @@ def test_serve_config_rules():
         ServeConfig(autoscaling={"min_replicas": 3, "max_replicas": 2})
     with pytest.raises(ValidationError, match="oversize_text"):
         ServeConfig(oversize_text="drop")
+
+
+def test_gpu_replica_places_a_frozen_heads_encoder(tmp_path, monkeypatch, caplog):
+    """The replica's num_gpus reaches the frozen head's encoder; without CUDA it says so."""
+    import numpy as np
+
+    import serve.server as server_mod
+    from serve.server import ClassifierServer
+    from tasks.checkpoint import FrozenHeadClassifier, save_classifier
+
+    head = {"w": np.zeros((2, 384), np.float32), "b": np.zeros(2, np.float32)}
+    clf = FrozenHeadClassifier(
+        head, "embedded:minilm-l6", 64, labels=["A01B", "G06F"], names=["a", "g"]
+    )
+    path = str(save_classifier(tmp_path / "ck", clf))
+    spec = {"checkpoint": path, "trial_id": "t", "num_gpus": 0.5}
+
+    monkeypatch.setattr(server_mod, "_cuda_available", lambda: True)
+    srv = ClassifierServer(spec)  # the encoder loads at the first call, so no CUDA is touched
+    assert srv.device == "cuda" and srv.classifier.device == "cuda"
+    assert srv.model_info()["device"] == "cuda"
+
+    monkeypatch.setattr(server_mod, "_cuda_available", lambda: False)
+    with caplog.at_level("WARNING", logger="serve.server"):
+        srv = ClassifierServer(spec)
+    assert srv.device == "cpu" and srv.classifier.device == "cpu"
+    assert "num_gpus=0.5 but torch sees no CUDA device; serving on CPU" in caplog.text
+    assert ClassifierServer({**spec, "num_gpus": 0}).classifier.device == "cpu"
