@@ -130,14 +130,16 @@ class ServeSide:
             num_gpus=args.replica_gpus,
             max_batch_size=args.max_batch_size,
             batch_wait_timeout_s=args.batch_wait,
+            autoscaling={"min_replicas": args.replicas, "max_replicas": args.replicas},
         )
-        # Logical CPUs: both replicas get `replica_cpus` (and as many torch threads) like the
-        # baseline process, on the same 2 physical cores. With --replica-gpus both replicas
-        # share the machine's GPU(s) with the baseline process.
+        # Logical CPUs: every replica gets `replica_cpus` (and as many torch threads; the
+        # baseline process has as many threads as the machine has cores), on the same physical
+        # cores. With --replica-gpus the replicas share the GPU(s) with the baseline process.
+        replicas = 2 * args.replicas
         ray.init(
             address="local",
-            num_cpus=int(2 * args.replica_cpus) + 1,
-            num_gpus=math.ceil(2 * args.replica_gpus) if args.replica_gpus else None,
+            num_cpus=math.ceil(replicas * args.replica_cpus) + 1,
+            num_gpus=math.ceil(replicas * args.replica_gpus) if args.replica_gpus else None,
             include_dashboard=False,
             object_store_memory=300 << 20,
         )
@@ -220,11 +222,12 @@ def main() -> None:
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--batch-wait", type=float, default=0.01)
     p.add_argument("--replica-cpus", type=float, default=2)
+    p.add_argument("--replicas", type=int, default=1, help="Replicas per Serve app.")
     p.add_argument(
         "--replica-gpus",
         type=float,
         default=0,
-        help="GPU per replica (0.5 fits both replicas on one GPU); the baseline then uses it too.",
+        help="GPU per replica (0.5 fits two replicas on one GPU); the baseline then uses it too.",
     )
     p.add_argument("--reuse", action="store_true", help="Reuse the trained model in --work.")
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "serve")
