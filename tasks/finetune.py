@@ -338,9 +338,20 @@ def _sum_across(value: float, distributed: bool) -> float:
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([float(value)], dtype=torch.float64)
-    dist.all_reduce(t)  # gloo reduces CPU tensors; NCCL groups also run gloo-free here via CPU
+    t = torch.tensor([float(value)], dtype=torch.float64, device=collective_device())
+    dist.all_reduce(t)
     return float(t.item())
+
+
+def collective_device() -> str:
+    """Where a tensor must live for the default process group: NCCL reduces CUDA tensors only
+    (Ray Train builds an NCCL group on GPU workers, a gloo one on CPUs)."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return f"cuda:{torch.cuda.current_device()}"
+    return "cpu"
 
 
 def _mean_across(total: float, count: int, distributed: bool) -> float:

@@ -165,3 +165,19 @@ def test_train_finetune_embedded_minilm(tmp_path: Path):
     p = clf.predict_proba(x[:4])
     loaded = load_classifier(save_classifier(tmp_path / "minilm", clf))
     np.testing.assert_allclose(loaded.predict_proba(x[:4]), p, atol=1e-5)
+
+
+def test_epoch_sums_reduce_on_the_groups_device(tmp_path):
+    """The epoch's sums go through the default group on the device its backend reduces on (a
+    gloo group here; an NCCL group on GPU workers takes CUDA tensors only, tests/gpu)."""
+    import torch.distributed as dist
+
+    from tasks.finetune import _mean_across, _sum_across, collective_device
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdzv'}", rank=0, world_size=1)
+    try:
+        assert collective_device() == "cpu"
+        assert _sum_across(7, distributed=True) == 7.0
+        assert _mean_across(9.0, 3, distributed=True) == 3.0
+    finally:
+        dist.destroy_process_group()
