@@ -3,10 +3,11 @@
 Works from a plain driver and from inside a Ray Tune function trainable (Ray Train V2 runs its
 controller next to the caller and schedules the workers with their own resources). Inside Tune,
 give the trial itself almost no CPU (`tune.with_resources(fn, {"CPU": 0.01})`; 0 is refused):
-the workers ask for `cpus_per_worker` / `gpus_per_worker` each, and a trial that holds the cores
-itself would leave none for them. For the same reason the trained model is also scored where it
-was trained: `score_sets` (val, test, retrieval texts) are run through it on rank 0, on the
-worker's cores or GPU, and only the probabilities and embeddings travel back to the trial.
+the workers ask for `cpus_per_worker` / `gpus_per_worker` / `custom_per_worker` each, and a
+trial that holds the cores itself would leave none for them. For the same reason the trained
+model is also scored where it was trained: `score_sets` (val, test, retrieval texts) are run
+through it on rank 0, on the worker's cores or GPU, and only the probabilities and embeddings
+travel back to the trial.
 """
 
 from __future__ import annotations
@@ -118,6 +119,16 @@ def fit_finetune(
     ).classifier  # fmt: skip
 
 
+def worker_resources(
+    cpus: float, gpus: float, custom: dict[str, float] | None = None
+) -> dict[str, float]:
+    """One Ray Train worker's resources: its CPUs, its GPUs if any, and the study's custom
+    resources (e.g. `accelerator_type_l4`, which pins the worker to an L4 node)."""
+    resources = {"CPU": float(cpus), **({"GPU": float(gpus)} if gpus > 0 else {})}
+    resources.update({k: float(v) for k, v in (custom or {}).items()})
+    return resources
+
+
 def train_and_score(
     family: Any,
     train: pd.DataFrame,
@@ -134,6 +145,7 @@ def train_and_score(
     shuffle: bool = True,
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
+    custom_per_worker: dict[str, float] | None = None,
     device: str = "cpu",
     score_sets: dict[str, list[str]] | None = None,
 ) -> FinetuneFit:
@@ -169,7 +181,7 @@ def train_and_score(
         "shuffle": shuffle,
         "score_sets": {k: [str(t) for t in v] for k, v in (score_sets or {}).items()},
     }
-    resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
+    resources = worker_resources(cpus_per_worker, gpus_per_worker, custom_per_worker)
     name = f"finetune-{uuid.uuid4().hex[:10]}"
     trainer = TorchTrainer(
         _train_worker,

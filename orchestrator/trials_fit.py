@@ -176,6 +176,7 @@ def _fit_one(
             shuffle=shuffle,
             cpus_per_worker=env.get("cpus", 1.0),
             gpus_per_worker=env.get("gpus", 0.0),
+            custom_per_worker=env.get("custom", {}),
             # The trial itself holds no GPU and a sliver of a CPU: val, test and retrieval are
             # scored on the Train worker (`score_sets`); the copy here is only saved.
             device="cpu",

@@ -68,15 +68,18 @@ def _resources(settings: dict):
     def per_trial(config: dict) -> PlacementGroupFactory:
         if config["cell"]["family_kind"] == "finetune":
             return PlacementGroupFactory([{"CPU": DRIVER_CPU}])
-        return PlacementGroupFactory([_bundle(env)])
+        return PlacementGroupFactory([_bundle(env, gpu=False)])
 
     return per_trial
 
 
-def _bundle(env: dict[str, Any]) -> dict[str, float]:
-    """One trial's (or one Ray Train worker's) resources: CPUs, GPUs if any, custom ones."""
+def _bundle(env: dict[str, Any], gpu: bool = True) -> dict[str, float]:
+    """One trial's (or one Ray Train worker's) resources: CPUs, GPUs if any, custom ones.
+
+    `gpu=False` for the families that train on CPUs (frozen heads, TF-IDF, ensembles): a GPU
+    they held would sit idle and could make the autoscaler start a GPU node for nothing."""
     bundle = {"CPU": float(env["cpus"])}
-    if env.get("gpus", 0) > 0:
+    if gpu and env.get("gpus", 0) > 0:
         bundle["GPU"] = float(env["gpus"])
     bundle.update({k: float(v) for k, v in env.get("custom", {}).items()})
     return bundle
@@ -85,8 +88,9 @@ def _bundle(env: dict[str, Any]) -> dict[str, float]:
 def trial_need(family: Any, env: dict[str, Any]) -> dict[str, float]:
     """The resources one trial of `family` occupies while it runs: its own bundle, or for a
     fine-tune its Ray Train workers' (each asks for the trial's CPUs/GPUs/custom resources)."""
-    workers = family.num_workers if getattr(family, "kind", "") == "finetune" else 1
-    return {k: v * workers for k, v in _bundle(env).items() if v > 0}
+    finetune = getattr(family, "kind", "") == "finetune"
+    workers = family.num_workers if finetune else 1
+    return {k: v * workers for k, v in _bundle(env, gpu=finetune).items() if v > 0}
 
 
 def concurrent_trials(needs: list[dict[str, float]], capacity: dict[str, float]) -> int:

@@ -23,6 +23,7 @@ def ray_local():
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=300 * 1024 * 1024,
+        resources={"train_slot": 2},  # a custom resource, as a cluster's accelerator types are
         runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "RAY_TRAIN_V2_ENABLED": "1"}},
     )
     yield
@@ -54,7 +55,7 @@ def test_two_gloo_workers_train_and_return_the_classifier(ray_local, tiny, tmp_p
     test = frame(24, 5)["text"].tolist()
     fit = train_and_score(
         family, train, val, LABELS, "bce", "fp32", "sdpa", 0, tmp_path / "cache", tmp_path / "runs",
-        score_sets={"test": test},
+        score_sets={"test": test}, custom_per_worker={"train_slot": 1},
     )  # fmt: skip
     clf = fit.classifier
     # Scored on rank 0 of the Train run: the same numbers as the classifier scoring here.

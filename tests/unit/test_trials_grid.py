@@ -165,6 +165,23 @@ def test_concurrent_trials_count_a_finetune_with_its_train_workers():
     assert concurrent_trials([trial_need(ft, gpu)], cluster) == 16
     assert concurrent_trials([trial_need(ft, gpu)], {"CPU": 2.0, "GPU": 8.0}) == 1
     assert concurrent_trials([trial_need(ft, gpu)], {"CPU": 2.0}) == 1
+    # Frozen heads train on CPUs: they hold no GPU even where fine-tunes get one.
+    assert trial_need(head, gpu) == {"CPU": 4.0, "accelerator_type_l4": 0.5}
+
+
+def test_trial_and_worker_bundles():
+    from orchestrator.train import worker_resources
+    from orchestrator.trials_tune import _resources
+
+    env = {"cpus": 2.0, "gpus": 0.5, "custom": {"accelerator_type_l4": 0.5}}
+    per_trial = _resources({"env": env})
+    head = per_trial({"cell": {"family_kind": "frozen_head"}})
+    assert head.bundles == [{"CPU": 2.0, "accelerator_type_l4": 0.5}]
+    assert per_trial({"cell": {"family_kind": "finetune"}}).bundles[0]["CPU"] < 0.1
+    # A fine-tune's Train workers carry the GPU and the custom resources.
+    want = {"CPU": 2.0, "GPU": 0.5, "accelerator_type_l4": 0.5}
+    assert worker_resources(2.0, 0.5, env["custom"]) == want
+    assert worker_resources(1.0, 0.0) == {"CPU": 1.0}
 
 
 @pytest.mark.parametrize("knob", [{"max_concurrent": 3}, {"reuse_actors": False}])
