@@ -23,6 +23,11 @@ def test_cluster_config_validates_against_ray_schema(name):
     assert all(types[t]["min_workers"] == 0 for t in gpu_types)  # scale to zero
     assert raw["idle_timeout_minutes"] <= 15
     assert any("[gpu]" in c for c in raw["setup_commands"])
+    if raw["provider"]["type"] == "gcp":
+        # GCP's provider fills in no CPU/GPU counts: a worker type without them never scales up.
+        for t in gpu_types:
+            res, accel = types[t]["resources"], types[t]["node_config"]["guestAccelerators"][0]
+            assert res["CPU"] >= 1 and res["GPU"] == accel["acceleratorCount"], t
 
 
 def test_schema_check_catches_a_typo():
