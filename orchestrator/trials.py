@@ -22,6 +22,7 @@ from typing import Any
 
 from orchestrator.config import StudyConfig
 from orchestrator.config.trials import TrialsConfig
+from tasks.numerics import HALF_ONLY_ATTENTION
 
 AUGMENTED_ARMS = ("real_plus_synthetic", "filtered", "fixed_budget", "ensemble")
 # The two linear-model losses; focal/asymmetric have no counterpart in scikit-learn's models.
@@ -225,6 +226,8 @@ def _model_axes(t: TrialsConfig, cuda: bool) -> list[dict[str, Any]]:
                     precision in CUDA_ONLY["precision"] or attention in CUDA_ONLY["attention"]
                 ):
                     reason = f"precision={precision} with attention={attention} needs CUDA"
+                elif (precision, attention) == ("fp32", "flash_attention_2"):
+                    reason = HALF_ONLY_ATTENTION
                 out.append(
                     {
                         "family": fam.name,

@@ -307,6 +307,10 @@ def train_finetune(
         if report is not None:
             report(epoch + 1, metrics)
     trained = engine.finish().float().eval()
+    if attention == "flash_attention_2":
+        # Scored (val, test, retrieval) in fp32, which FlashAttention-2 kernels refuse: sdpa
+        # computes the same attention. The checkpoint still says how it was trained.
+        trained.set_attn_implementation("sdpa")
     tokenizer = _load_tokenizer(folder, family.trust_remote_code)
     meta = {
         "precision": precision,

@@ -17,6 +17,8 @@ import numpy as np
 from tasks.models import resolve_model
 
 REFERENCE = ("fp32", "eager")
+#: FlashAttention-2 kernels take fp16/bf16 tensors only: an fp32 pair of it cannot run.
+HALF_ONLY_ATTENTION = "attention=flash_attention_2 runs in fp16 or bf16, not precision=fp32"
 GUARD_LABELS = 8
 
 
@@ -25,6 +27,8 @@ def skip_reason(precision: str, attention: str, device: str) -> str | None:
     import torch
 
     cuda = device.startswith("cuda")
+    if (precision, attention) == ("fp32", "flash_attention_2"):
+        return HALF_ONLY_ATTENTION
     if precision == "fp16" and not cuda:
         return f"precision=fp16 needs CUDA (device={device})"
     if attention == "flash_attention_2":
@@ -140,7 +144,12 @@ def _compare(
                 "skipped_reason": reason}  # fmt: skip
     candidate.load_state_dict(state)  # same weights as the reference, cast to `dtype`
     candidate.to(device).eval()
-    diff = np.abs(_logits(candidate, batch) - reference)
+    try:
+        logits = _logits(candidate, batch)
+    except RuntimeError as err:  # a kernel refusing this pair: report it, keep the others
+        return {**row, "max_abs_diff": None, "mean_abs_diff": None, "flagged": False,
+                "skipped_reason": f"forward failed: {err}"}  # fmt: skip
+    diff = np.abs(logits - reference)
     worst = float(diff.max()) if np.isfinite(diff).all() else math.inf
     return {
         **row,

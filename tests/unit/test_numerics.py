@@ -23,6 +23,31 @@ def test_skip_reasons_on_cpu_name_the_field():
     )
     assert skip_reason("bf16", "sdpa", "cpu") is None
     assert skip_reason("fp32", "eager", "cpu") is None
+    # FlashAttention-2 kernels take half precision only, on any device.
+    for device in ("cpu", "cuda"):
+        assert skip_reason("fp32", "flash_attention_2", device) == (
+            "attention=flash_attention_2 runs in fp16 or bf16, not precision=fp32"
+        )
+
+
+def test_a_pair_whose_forward_fails_is_reported_not_fatal(tiny_model, monkeypatch):  # noqa: F811
+    import tasks.numerics as numerics
+
+    real = numerics._logits
+    calls = []
+
+    def failing_second(model, batch):
+        calls.append(1)
+        if len(calls) == 2:  # the reference passes, the candidate's kernel refuses
+            raise RuntimeError("kernel refused the dtype")
+        return real(model, batch)
+
+    monkeypatch.setattr(numerics, "_logits", failing_second)
+    rows = numerics_guard(tiny_model, ["fp32", "bf16"], ["sdpa"], TEXTS, 16, 0.05)
+    by_pair = {(r["precision"], r["attention"]): r for r in rows}
+    assert by_pair["fp32", "sdpa"]["skipped_reason"] == "forward failed: kernel refused the dtype"
+    assert by_pair["fp32", "sdpa"]["flagged"] is False
+    assert by_pair["bf16", "sdpa"]["max_abs_diff"] is not None  # the others still measured
 
 
 def test_guard_measures_and_flags_against_fp32_eager(tiny_model):  # noqa: F811

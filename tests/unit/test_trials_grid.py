@@ -116,6 +116,24 @@ def test_cuda_only_numerics_are_skipped_with_the_reason_and_tfidf_losses_checked
     assert sum(c.status == "pending" for c in expand_grid(cfg, cuda=True)) == 5
 
 
+def test_fp32_flash_attention_cells_are_skipped_even_with_cuda():
+    cfg = study(
+        {
+            "families": [fam("finetune")],
+            "arms": ["real_only"],
+            "precisions": ["fp32", "bf16"],
+            "attentions": ["sdpa", "flash_attention_2"],
+            "allow_cuda_only": True,
+        },
+        generation=None,
+    )
+    cells = expand_grid(cfg, cuda=True)
+    pending = {(c.precision, c.attention) for c in cells if c.status == "pending"}
+    assert pending == {("fp32", "sdpa"), ("bf16", "sdpa"), ("bf16", "flash_attention_2")}
+    fa2 = next(c for c in cells if (c.precision, c.attention) == ("fp32", "flash_attention_2"))
+    assert fa2.reason == "attention=flash_attention_2 runs in fp16 or bf16, not precision=fp32"
+
+
 def test_invalid_numerics_refused_naming_both_fields():
     with pytest.raises(ValidationError, match="fp16 need a GPU") as err:
         TrialsConfig.model_validate(
