@@ -51,7 +51,9 @@ class TrialsStage(Stage):
         keep = _agreement_filter(cfg, data, corpora) if "filtered" in t.arms else {}
         data.keep_ids = {k: sorted(v) for k, v in keep.items()}
         counts = {(c, float(r)): len(ids) for (c, r), ids in _split_keys(keep).items()}
-        cuda = _has_cuda()
+        # Fine-tunes run on Train workers with `trials.resources.gpus`, not in this driver (on a
+        # cluster, a CPU head): CUDA is what the workers get, whatever this machine has.
+        cuda = t.resources.gpus > 0
         cells = expand_grid(cfg, corpora, counts, cuda=cuda)
         check_unique(cells)
         pending = [c for c in cells if c.status == "pending"]
@@ -98,12 +100,6 @@ def _encoder(cfg: StudyConfig) -> EncoderConfig:
         if fam.kind == "frozen_head" and fam.encoder is not None:
             return fam.encoder
     return cfg.fidelity.encoder if cfg.fidelity is not None else EncoderConfig()
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def _load(ctx: StageContext) -> tuple[TrialData, list[dict]]:
@@ -224,32 +220,64 @@ def _row_fidelity(data: TrialData) -> dict[str, dict[str, float]]:
 
 
 def _guard(cfg: StudyConfig, data: TrialData, cuda: bool) -> list[dict]:
-    """Numerics guard per fine-tuned family: logits of each precision x attention vs fp32 eager."""
-    from tasks.numerics import numerics_guard
+    """Numerics guard per fine-tuned family: logits of each precision x attention vs fp32 eager.
 
+    With GPU trials it runs as a Ray task on a GPU worker (with the trials' custom resources),
+    where the fine-tunes will run; otherwise here, on the CPU."""
     t = _section(cfg)
     if not t.numerics_guard.enabled:
         return []
-    rows = []
     texts = data.val.text.astype(str).tolist()[:8]
-    for fam in t.families:
-        if fam.kind != "finetune":
-            continue
-        found = numerics_guard(
-            fam.model,
-            t.precisions,
-            t.attentions,
-            texts,
-            fam.max_length,
-            t.numerics_guard.max_abs_diff,
-            "cuda" if cuda else "cpu",
-            trust_remote_code=fam.trust_remote_code,
-        )
-        rows.extend({"family": fam.name, "model": fam.model, **r} for r in found)
+    fams = [f for f in t.families if f.kind == "finetune"]
+    calls = [
+        {
+            "model": fam.model,
+            "precisions": t.precisions,
+            "attentions": t.attentions,
+            "texts": texts,
+            "max_length": fam.max_length,
+            "max_abs_diff": t.numerics_guard.max_abs_diff,
+            "device": "cuda" if cuda else "cpu",
+            "trust_remote_code": fam.trust_remote_code,
+        }
+        for fam in fams
+    ]
+    if cuda:
+        from orchestrator.ray_runtime import ensure_ray
+
+        ensure_ray(cfg.resources)
+    found = run_guard(calls, guard_task_options(t.resources) if cuda else None)
+    rows = [
+        {"family": fam.name, "model": fam.model, **r}
+        for fam, fam_rows in zip(fams, found, strict=True)
+        for r in fam_rows
+    ]
     flagged = [r for r in rows if r.get("flagged")]
     if flagged:
         console.print(f"[yellow]trials: numerics guard flagged {len(flagged)} pair(s)[/yellow]")
     return rows
+
+
+def guard_task_options(resources: Any) -> dict[str, Any]:
+    """Ray task options of the guard on a GPU worker: one GPU at most (a fraction as the trials
+    ask), the trials' CPUs and custom resources (which pin it to the same kind of node)."""
+    return {
+        "num_cpus": resources.cpus,
+        "num_gpus": min(resources.gpus, 1.0),
+        "resources": dict(resources.custom),
+    }
+
+
+def run_guard(calls: list[dict[str, Any]], task_options: dict[str, Any] | None) -> list[list]:
+    """`tasks.numerics.numerics_guard` per call: here, or as Ray tasks with `task_options`."""
+    from tasks.numerics import numerics_guard
+
+    if task_options is None:
+        return [numerics_guard(**kw) for kw in calls]
+    import ray
+
+    task = ray.remote(numerics_guard).options(**task_options)
+    return ray.get([task.remote(**kw) for kw in calls])
 
 
 def _flags(numerics: list[dict], cells: list[TrialCell]) -> dict[tuple, dict]:

@@ -189,3 +189,26 @@ def test_cuda_only_numerics_refused_before_ray_starts(tiny, tmp_path):
         fit_finetune(
             family, frame(8, 0), frame(8, 1), LABELS, "bce", "fp16", "sdpa", 0, tmp_path, tmp_path
         )
+
+
+def test_numerics_guard_as_a_ray_task_matches_the_local_one(ray_local, tiny):
+    """With GPU trials the guard runs as a Ray task where the fine-tunes run (a CPU task here)."""
+    from orchestrator.config.trials import TrialResources
+    from orchestrator.stages.trials import guard_task_options, run_guard
+
+    gpu = TrialResources(cpus=2, gpus=0.5, custom={"accelerator_type_l4": 0.5})
+    assert guard_task_options(gpu) == {
+        "num_cpus": 2,
+        "num_gpus": 0.5,
+        "resources": {"accelerator_type_l4": 0.5},
+    }
+    assert guard_task_options(TrialResources(gpus=4))["num_gpus"] == 1.0
+    texts = make_texts(4, 9)[0]
+    call = {"model": tiny, "precisions": ["fp32", "bf16"], "attentions": ["eager", "sdpa"],
+            "texts": texts, "max_length": 16, "max_abs_diff": 0.05, "device": "cpu"}  # fmt: skip
+    remote = run_guard([call], {"num_cpus": 1, "resources": {"train_slot": 1}})
+    local = run_guard([call], None)
+    assert len(remote) == 1 and len(remote[0]) == 4
+    for r, want in zip(remote[0], local[0], strict=True):
+        assert (r["precision"], r["attention"]) == (want["precision"], want["attention"])
+        assert r["max_abs_diff"] == pytest.approx(want["max_abs_diff"], abs=1e-5)
