@@ -153,15 +153,37 @@ def chat_templater(model_path: str, trust_remote_code: bool = False) -> Callable
     """A function from a prompt to its chat messages in the generator's own chat template,
     ready for the engine (the generation prompt added, as vLLM's `chat` does); the tokenizer
     loads once."""
+    from jinja2 import TemplateError
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    fold = False  # set once the template refuses a system turn
 
     def render(p: PromptRow) -> str:
+        nonlocal fold
         messages = [dict(m) for m in p.messages]
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if not fold:
+            try:
+                return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            except TemplateError:
+                if messages[0]["role"] != "system":
+                    raise
+                fold = True
+        return tok.apply_chat_template(
+            fold_system_turn(messages), tokenize=False, add_generation_prompt=True
+        )
 
     return render
+
+
+def fold_system_turn(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The system text put at the head of the first user turn, for chat templates that have no
+    system role and raise on one (Gemma-2's, for instance)."""
+    if len(messages) < 2 or messages[0]["role"] != "system" or messages[1]["role"] != "user":
+        return messages
+    system, user = messages[0], messages[1]
+    merged = {"role": "user", "content": f"{system['content']}\n\n{user['content']}"}
+    return [merged, *messages[2:]]
 
 
 def request_row(gen: VllmGenerator, row: PromptRow, prompt: str, attempts: int) -> dict[str, Any]:

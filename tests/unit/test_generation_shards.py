@@ -224,6 +224,25 @@ def test_chat_prompts_use_the_models_template_with_the_generation_prompt(tmp_pat
     assert [render(r) for r in (_row(0), _row(1))] == ["<system>s<user>u<assistant>"] * 2
 
 
+def test_a_template_without_a_system_role_gets_it_in_the_first_user_turn(tmp_path):
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    )
+    # As Gemma-2's template does: a system turn raises.
+    tok.chat_template = (
+        "{% for m in messages %}{% if m.role == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "<{{ m.role }}>{{ m.content }}{% endfor %}"
+        "{% if add_generation_prompt %}<model>{% endif %}"
+    )
+    tok.save_pretrained(tmp_path)
+    render = chat_templater(str(tmp_path))
+    assert [render(r) for r in (_row(0), _row(1))] == ["<user>s\n\nu<model>"] * 2
+
+
 def test_processor_leaves_templating_and_tokenizing_to_the_driver_and_engine():
     cfg = processor_config(VllmGenerator(name="g", model="embedded:smollm2-135m"), "/m")
     for stage in (cfg.chat_template_stage, cfg.tokenize_stage, cfg.detokenize_stage):
