@@ -12,6 +12,7 @@ travel back to the trial.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -100,7 +101,7 @@ def fit_finetune(
     attention: str,
     seed: int,
     cache_dir: Path,
-    storage_dir: Path,
+    storage_dir: str | Path,
     *,
     names: list[str] | None = None,
     shuffle: bool = True,
@@ -139,7 +140,7 @@ def train_and_score(
     attention: str,
     seed: int,
     cache_dir: Path,
-    storage_dir: Path,
+    storage_dir: str | Path,
     *,
     names: list[str] | None = None,
     shuffle: bool = True,
@@ -194,7 +195,7 @@ def train_and_score(
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
             name=name,
-            storage_path=str(Path(storage_dir).resolve()),
+            storage_path=train_storage_path(storage_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
@@ -217,5 +218,26 @@ def train_and_score(
     clf.meta["train_history"] = history
     clf.meta["precision"] = precision  # loaded in fp32 for scoring; trained in `precision`
     # The classifier now lives in this process; the trial saves its own checkpoint.
-    shutil.rmtree(Path(storage_dir) / name, ignore_errors=True)
+    remove_train_run(storage_dir, name)
     return FinetuneFit(clf, scores)
+
+
+def train_storage_path(storage_dir: str | Path) -> str:
+    """Ray Train's `storage_path`: a URI (`s3://`, `gs://`, `file://`) as given, which every node
+    of a cluster reaches; a local folder made absolute (one machine only: the workers write
+    their checkpoints where the trial reads them)."""
+    text = str(storage_dir)
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def remove_train_run(storage_dir: str | Path, name: str) -> None:
+    """Delete a finished Train run's folder under `storage_dir`, local or a URI."""
+    path = train_storage_path(storage_dir)
+    if "://" not in path:
+        shutil.rmtree(Path(path) / name, ignore_errors=True)
+        return
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(path)
+    with contextlib.suppress(OSError):  # already gone, or a store that has no folders to delete
+        fs.delete_dir(f"{root.rstrip('/')}/{name}")

@@ -171,7 +171,7 @@ def _fit_one(
             cell.attention,
             cell.seed,
             Path(data.cache_dir),
-            Path(env["storage_dir"]),
+            env["storage_dir"],
             names=data.names,
             shuffle=shuffle,
             cpus_per_worker=env.get("cpus", 1.0),

@@ -46,7 +46,7 @@ def _trainable(config: dict[str, Any], data: TrialData, families: dict, settings
         if cell.family_kind != "finetune":
             env["threads"] = max(1, int(round(env.get("cpus", 1))))
         with tempfile.TemporaryDirectory() as tmp:
-            env["storage_dir"] = str(Path(settings["train_storage"]) / cell.trial_id)
+            env["storage_dir"] = f"{settings['train_storage'].rstrip('/')}/{cell.trial_id}"
             row = run_cell(cell, data, family, Path(tmp) / CKPT, env)
             (Path(tmp) / ROW_JSON).write_text(json.dumps(row, default=str))
             stage = done.with_name(f".{done.name}.tmp-{os.getpid()}")
@@ -112,7 +112,7 @@ def run_grid(
     storage_path: str,
     name: str,
     done_dir: Path,
-    train_storage: Path,
+    train_storage: str | Path,
     cpus: float,
     gpus: float,
     max_failures: int,

@@ -301,6 +301,13 @@ def _run(ctx: StageContext, cells: list[TrialCell], data: TrialData) -> dict[str
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     ensure_ray(cfg.resources)
     storage = cfg.resources.storage_path or str((ctx.work_dir / "tune").resolve())
+    # Ray Train runs (a fine-tune's workers write there, its trial reads back) beside Tune's on
+    # shared storage when there is one: on a cluster the two may sit on different nodes.
+    train_storage = (
+        f"{cfg.resources.storage_path.rstrip('/')}/train-{ctx.fingerprint[:12]}"
+        if cfg.resources.storage_path
+        else str((ctx.work_dir / "train").resolve())
+    )
     return run_grid(
         cells,
         data,
@@ -308,7 +315,7 @@ def _run(ctx: StageContext, cells: list[TrialCell], data: TrialData) -> dict[str
         storage_path=storage,
         name=f"trials-{ctx.fingerprint[:12]}",
         done_dir=ctx.work_dir / "done",
-        train_storage=(ctx.work_dir / "train").resolve(),
+        train_storage=train_storage,
         cpus=t.resources.cpus,
         gpus=t.resources.gpus,
         custom=t.resources.custom,

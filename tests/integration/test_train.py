@@ -53,9 +53,12 @@ def test_two_gloo_workers_train_and_return_the_classifier(ray_local, tiny, tmp_p
     )
     train, val = frame(192, 1), frame(32, 2)
     test = frame(24, 5)["text"].tolist()
+    (tmp_path / "runs").mkdir()
+    # Train's storage as a URI, as a cluster's shared storage is given (s3://, gs://).
     fit = train_and_score(
-        family, train, val, LABELS, "bce", "fp32", "sdpa", 0, tmp_path / "cache", tmp_path / "runs",
-        score_sets={"test": test}, custom_per_worker={"train_slot": 1},
+        family, train, val, LABELS, "bce", "fp32", "sdpa", 0, tmp_path / "cache",
+        f"file://{tmp_path / 'runs'}", score_sets={"test": test},
+        custom_per_worker={"train_slot": 1},
     )  # fmt: skip
     clf = fit.classifier
     # Scored on rank 0 of the Train run: the same numbers as the classifier scoring here.
