@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from orchestrator.config.resources import ResourcesConfig
+
+
+def storage_uri(storage: str | Path) -> str:
+    """A storage location as Ray and pyarrow take it: a URI (`s3://`, `gs://`, `file://`) as
+    given, which every node of a cluster reaches; a local folder made absolute."""
+    text = str(storage)
+    return text if "://" in text else str(Path(text).resolve())
 
 
 def cluster_address(resources: ResourcesConfig | None = None) -> str | None:

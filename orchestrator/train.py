@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from orchestrator.ray_runtime import storage_uri
 from tasks.checkpoint import FinetuneClassifier, load_classifier, save_classifier
 from tasks.finetune import check_numerics, predict_cached, tokenize_cached, train_finetune
 from tasks.labels import LabelSpace
@@ -195,7 +196,9 @@ def train_and_score(
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
             name=name,
-            storage_path=train_storage_path(storage_dir),
+            # A local folder serves one machine only: the workers write their checkpoints where
+            # the trial reads them.
+            storage_path=storage_uri(storage_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
@@ -222,17 +225,9 @@ def train_and_score(
     return FinetuneFit(clf, scores)
 
 
-def train_storage_path(storage_dir: str | Path) -> str:
-    """Ray Train's `storage_path`: a URI (`s3://`, `gs://`, `file://`) as given, which every node
-    of a cluster reaches; a local folder made absolute (one machine only: the workers write
-    their checkpoints where the trial reads them)."""
-    text = str(storage_dir)
-    return text if "://" in text else str(Path(text).resolve())
-
-
 def remove_train_run(storage_dir: str | Path, name: str) -> None:
     """Delete a finished Train run's folder under `storage_dir`, local or a URI."""
-    path = train_storage_path(storage_dir)
+    path = storage_uri(storage_dir)
     if "://" not in path:
         shutil.rmtree(Path(path) / name, ignore_errors=True)
         return

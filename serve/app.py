@@ -78,9 +78,12 @@ def deployment_options(cfg: Any) -> dict[str, Any]:
     }
 
 
-def build_app(cfg: Any, selection: Selection, api_key: str | None = None) -> Any:
-    """The bound Serve application for `selection` under `cfg` (a `ServeConfig`)."""
-    spec = server_spec(selection, cfg.num_gpus)
+def build_app(
+    cfg: Any, selection: Selection, api_key: str | None = None, storage_path: str | None = None
+) -> Any:
+    """The bound Serve application for `selection` under `cfg` (a `ServeConfig`); with
+    `storage_path` (shared storage) replicas on other nodes load the checkpoint from there."""
+    spec = server_spec(selection, cfg.num_gpus, storage_path)
     settings = ApiSettings.from_serve_config(cfg, api_key)
     return ClassifierDeployment.options(**deployment_options(cfg)).bind(spec, settings)
 
@@ -97,6 +100,6 @@ def app_from_args(args: dict[str, str]) -> Any:
 
     if "run_dir" not in args:
         raise ValueError("app_from_args: args need run_dir (a runs/<study> folder)")
-    cfg, _ = load_run_settings(args["run_dir"])
+    cfg, resources = load_run_settings(args["run_dir"])
     selection = select_checkpoint(args["run_dir"], cfg.select_metric, args.get("checkpoint"))
-    return build_app(cfg, selection, api_key_from_env(cfg))
+    return build_app(cfg, selection, api_key_from_env(cfg), resources.storage_path)

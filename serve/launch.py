@@ -67,7 +67,8 @@ def start_server(
     port = port or cfg.port
     ensure_ray(resources)
     serve.start(http_options={"host": host, "port": port})
-    app = build_app(cfg, selection, api_key_from_env(cfg))
+    storage = getattr(resources, "storage_path", None)
+    app = build_app(cfg, selection, api_key_from_env(cfg), storage)
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     wait_ready(url, timeout_s)

@@ -6,6 +6,8 @@ The Serve deployment (`serve.app`) and the benchmark's unbatched baseline both w
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -45,7 +47,7 @@ class ClassifierServer:
         from tasks.checkpoint import load_classifier, read_classifier_json
 
         self.spec = spec
-        self.path = Path(spec["checkpoint"])
+        self.path = local_checkpoint(spec)
         doc = read_classifier_json(self.path)
         self.family = doc["family"]
         num_gpus = float(spec.get("num_gpus", 0))
@@ -116,12 +118,81 @@ def _cuda_available() -> bool:
         return False
 
 
-def server_spec(selection: Any, num_gpus: float = 0) -> dict[str, Any]:
-    """What a replica needs to build its `ClassifierServer` from a `Selection` (plain data)."""
-    return {
-        "checkpoint": str(Path(selection.path).resolve()),
+def server_spec(
+    selection: Any, num_gpus: float = 0, storage_path: str | None = None
+) -> dict[str, Any]:
+    """What a replica needs to build its `ClassifierServer` from a `Selection` (plain data).
+
+    With `storage_path` (a cluster's shared storage, `resources.storage_path`) the checkpoint is
+    copied there too, and a replica on a node without the run's folder loads that copy."""
+    local = Path(selection.path).resolve()
+    spec = {
+        "checkpoint": str(local),
         "trial_id": selection.trial_id,
         "select_metric": selection.metric,
         "row": selection.row,
         "num_gpus": num_gpus,
     }
+    if storage_path:
+        from orchestrator.ray_runtime import storage_uri
+
+        spec["checkpoint_uri"] = stage_checkpoint(local, storage_uri(storage_path))
+    return spec
+
+
+def _checkpoint_digest(folder: Path) -> str:
+    """A short id of a checkpoint folder's contents: its files' names and sizes, and the card."""
+    import hashlib
+
+    files = sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
+    blob = repr(files).encode() + (folder / "classifier.json").read_bytes()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def stage_checkpoint(folder: Path, storage_path: str) -> str:
+    """Copy a checkpoint folder to `<storage_path>/serve/<name>-<digest>` once; return its URI.
+
+    Content-addressed, so a copy already there is the same checkpoint and is not sent again."""
+    import pyarrow.fs as pafs
+
+    uri = f"{storage_path.rstrip('/')}/serve/{folder.name}-{_checkpoint_digest(folder)}"
+    fs, root = pafs.FileSystem.from_uri(uri)
+    if fs.get_file_info(f"{root}/classifier.json").type == pafs.FileType.NotFound:
+        # classifier.json last: a copy that has it is complete.
+        fs.create_dir(root)
+        for p in sorted(folder.rglob("*"), key=lambda p: p.name == "classifier.json"):
+            if p.is_file():
+                dest = f"{root}/{p.relative_to(folder).as_posix()}"
+                fs.create_dir(dest.rsplit("/", 1)[0])
+                pafs.copy_files(str(p), dest, destination_filesystem=fs)
+    return uri
+
+
+def local_checkpoint(spec: dict[str, Any]) -> Path:
+    """The checkpoint folder on this node: the run's own, or a copy of `checkpoint_uri`."""
+    local = Path(spec["checkpoint"])
+    if (local / "classifier.json").is_file() or not spec.get("checkpoint_uri"):
+        return local
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    uri = spec["checkpoint_uri"]
+    target = Path(tempfile.gettempdir()) / "synthpat-serve" / uri.rstrip("/").rsplit("/", 1)[1]
+    if not (target / "classifier.json").is_file():
+        staging = target.with_name(f".{target.name}.{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        fs, root = pafs.FileSystem.from_uri(uri)
+        for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+            if info.type == pafs.FileType.File:
+                dest = staging / info.path[len(root) :].lstrip("/")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                pafs.copy_files(info.path, str(dest), source_filesystem=fs)
+        if not (staging / "classifier.json").is_file():
+            raise FileNotFoundError(f"{uri}: no classifier.json (an incomplete checkpoint copy)")
+        try:
+            os.replace(staging, target)  # another replica on this node may have won the race
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    log.info("checkpoint %s loaded from %s", local, uri)
+    return target

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,4 +192,54 @@ def test_an_ensemble_checkpoint_serves_the_members_mean(demo, tmp_path):
     assert r.status_code == 200, r.text
     assert r.json()["predictions"][0]["labels"][0]["probability"] == pytest.approx(
         float(mean[0].max()), rel=1e-5
+    )
+
+
+def test_a_replica_without_the_run_folder_loads_the_shared_copy(
+    demo, server, tmp_path, monkeypatch
+):
+    """On a cluster the run's folder is on the head: replicas elsewhere load the checkpoint that
+    `server_spec` copied to the shared storage (a file:// URI here, s3:// on a cloud)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "node-tmp"))
+    (tmp_path / "node-tmp").mkdir()
+    sel = select_checkpoint(demo.run_dir)
+    spec = server_spec(sel, storage_path=f"file://{tmp_path / 'shared'}")
+    uri = spec["checkpoint_uri"]
+    assert uri.startswith(f"file://{tmp_path / 'shared'}/serve/{sel.path.name}-")
+    copy = Path(uri.removeprefix("file://"))
+    names = sorted(p.relative_to(sel.path) for p in sel.path.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*") if p.is_file()) == names
+    stamp = (copy / "classifier.json").stat().st_mtime_ns
+    assert server_spec(sel, storage_path=f"file://{tmp_path / 'shared'}")["checkpoint_uri"] == uri
+    assert (copy / "classifier.json").stat().st_mtime_ns == stamp  # already there: not re-sent
+
+    elsewhere = ClassifierServer({**spec, "checkpoint": str(tmp_path / "not-on-this-node")})
+    assert elsewhere.path.parent == tmp_path / "node-tmp" / "synthpat-serve"
+    texts = [t[:200] for t in demo.test_texts[:4]]
+    np.testing.assert_array_equal(elsewhere.predict_proba(texts), server.predict_proba(texts))
+    # The run's own folder wins where it exists; a spec with neither says what is missing.
+    assert ClassifierServer(spec).path == sel.path.resolve()
+    with pytest.raises(FileNotFoundError):
+        ClassifierServer({**spec, "checkpoint": str(tmp_path / "gone"), "checkpoint_uri": None})
+
+
+def test_checkpoint_copies_keep_nested_folders(demo, tmp_path, monkeypatch):
+    """A fine-tuned checkpoint has `model/` inside: the shared copy and the node's copy keep it."""
+    import shutil
+    import tempfile
+
+    from serve.server import local_checkpoint, stage_checkpoint
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folder = tmp_path / "ck"
+    shutil.copytree(select_checkpoint(demo.run_dir).path, folder)
+    (folder / "model" / "sub").mkdir(parents=True)
+    (folder / "model" / "sub" / "weights.bin").write_bytes(b"\0\1\2")
+    uri = stage_checkpoint(folder, f"file://{tmp_path / 'shared'}")
+    got = local_checkpoint({"checkpoint": str(tmp_path / "absent"), "checkpoint_uri": uri})
+    assert (got / "model" / "sub" / "weights.bin").read_bytes() == b"\0\1\2"
+    assert sorted(p.relative_to(got) for p in got.rglob("*")) == sorted(
+        p.relative_to(folder) for p in folder.rglob("*")
     )
