@@ -83,7 +83,9 @@ def processor_config(gen: VllmGenerator, model_path: str) -> Any:
     }
     if gen.num_gpus_per_actor == 0:
         engine.update(cpu_engine_kwargs(gen.max_model_len))
-    env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "SYNTHPAT_CACHE") if k in os.environ}
+    # HF_TOKEN: gated generators (Llama, Gemma, Mistral) download inside the engine actor.
+    passed = ("HF_HUB_OFFLINE", "SYNTHPAT_CACHE", "HF_TOKEN")
+    env = {k: os.environ[k] for k in passed if k in os.environ}
     if gen.kv_cache_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(gen.kv_cache_gib)
     if gen.cpu_reserved_cores is not None:

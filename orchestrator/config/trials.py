@@ -172,4 +172,12 @@ class TrialsConfig(StrictModel):
                 "trials.resources.gpus, or trials.allow_cuda_only=true to skip those cells "
                 "with the reason recorded on machines without CUDA)"
             )
+        gpus = self.resources.gpus
+        multi = [f.name for f in self.families if f.kind == "finetune" and f.num_workers > 1]
+        if multi and 0 < gpus < 1:
+            # Fractions would let Ray put two ranks on one GPU, which NCCL refuses.
+            raise ValueError(
+                f"trials.resources.gpus={gpus} with num_workers > 1 in families {multi}: each "
+                "Ray Train worker of a multi-worker fine-tune needs a whole GPU (gpus >= 1)"
+            )
         return self

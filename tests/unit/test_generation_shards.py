@@ -261,3 +261,11 @@ def test_an_engine_actor_that_cannot_fit_is_an_error_on_a_fixed_cluster(caplog):
     # A cluster that can grow: the autoscaler may add the node, so only a warning.
     check_fits(gpu, two, fixed=False)
     assert "waiting for the autoscaler" in caplog.text
+
+
+def test_engine_actors_get_the_hub_token_when_the_driver_has_one(monkeypatch):
+    gen = VllmGenerator(name="g", model="embedded:smollm2-135m")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert "HF_TOKEN" not in processor_config(gen, "/m").runtime_env["env_vars"]
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    assert processor_config(gen, "/m").runtime_env["env_vars"]["HF_TOKEN"] == "hf_test"

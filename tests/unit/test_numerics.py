@@ -107,3 +107,19 @@ def test_config_refuses_cuda_only_numerics_naming_both_fields(precisions, attent
     TrialsConfig(families=fams, precisions=precisions, attentions=attentions, allow_cuda_only=True)
     gpu = {"cpus": 1, "gpus": 1}
     TrialsConfig(families=fams, precisions=precisions, attentions=attentions, resources=gpu)
+
+
+def test_multi_worker_fine_tunes_need_whole_gpus():
+    from pydantic import ValidationError
+
+    from orchestrator.config.trials import TrialsConfig
+
+    fams = [{"kind": "finetune", "name": "big", "model": "m", "num_workers": 2}]
+    with pytest.raises(
+        ValidationError, match=r"gpus=0.5 with num_workers > 1 in families \['big'\]"
+    ):
+        TrialsConfig(families=fams, resources={"gpus": 0.5})
+    TrialsConfig(families=fams, resources={"gpus": 1})  # a GPU per worker
+    TrialsConfig(families=fams)  # CPU workers (gloo)
+    one = [{**fams[0], "num_workers": 1}]
+    TrialsConfig(families=one, resources={"gpus": 0.5})  # one rank can share a GPU
