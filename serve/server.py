@@ -144,7 +144,9 @@ def _checkpoint_digest(folder: Path) -> str:
     """A short id of a checkpoint folder's contents: its files' names and sizes, and the card."""
     import hashlib
 
-    files = sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
+    files = sorted(
+        (str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file()
+    )
     blob = repr(files).encode() + (folder / "classifier.json").read_bytes()
     return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -158,9 +160,10 @@ def stage_checkpoint(folder: Path, storage_path: str) -> str:
     uri = f"{storage_path.rstrip('/')}/serve/{folder.name}-{_checkpoint_digest(folder)}"
     fs, root = pafs.FileSystem.from_uri(uri)
     if fs.get_file_info(f"{root}/classifier.json").type == pafs.FileType.NotFound:
-        # classifier.json last: a copy that has it is complete.
+        # The top classifier.json last: a copy that has it is complete.
         fs.create_dir(root)
-        for p in sorted(folder.rglob("*"), key=lambda p: p.name == "classifier.json"):
+        card = folder / "classifier.json"
+        for p in sorted(folder.rglob("*"), key=lambda p: p == card):
             if p.is_file():
                 dest = f"{root}/{p.relative_to(folder).as_posix()}"
                 fs.create_dir(dest.rsplit("/", 1)[0])
