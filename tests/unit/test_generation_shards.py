@@ -208,38 +208,37 @@ def test_auto_dtype_is_float32_on_a_cpu_without_bf16(monkeypatch):
     assert engine_dtype(cpu.model_copy(update={"num_gpus_per_actor": 1})) == "auto"
 
 
-def test_chat_prompts_use_the_models_template_with_the_generation_prompt(tmp_path):
+def _templater(folder, template: str):
+    """`chat_templater` over a one-word tokenizer saved with `template` as its chat template."""
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
     )
-    tok.chat_template = (
+    tok.chat_template = template
+    tok.save_pretrained(folder)
+    return chat_templater(str(folder))
+
+
+def test_chat_prompts_use_the_models_template_with_the_generation_prompt(tmp_path):
+    render = _templater(
+        tmp_path,
         "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
-        "{% if add_generation_prompt %}<assistant>{% endif %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}",
     )
-    tok.save_pretrained(tmp_path)
-    render = chat_templater(str(tmp_path))
     assert [render(r) for r in (_row(0), _row(1))] == ["<system>s<user>u<assistant>"] * 2
 
 
 def test_a_template_without_a_system_role_gets_it_in_the_first_user_turn(tmp_path):
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
-    )
     # As Gemma-2's template does: a system turn raises.
-    tok.chat_template = (
+    render = _templater(
+        tmp_path,
         "{% for m in messages %}{% if m.role == 'system' %}"
         "{{ raise_exception('System role not supported') }}{% endif %}"
         "<{{ m.role }}>{{ m.content }}{% endfor %}"
-        "{% if add_generation_prompt %}<model>{% endif %}"
+        "{% if add_generation_prompt %}<model>{% endif %}",
     )
-    tok.save_pretrained(tmp_path)
-    render = chat_templater(str(tmp_path))
     assert [render(r) for r in (_row(0), _row(1))] == ["<user>s\n\nu<model>"] * 2
 
 
