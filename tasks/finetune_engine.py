@@ -143,7 +143,8 @@ class TrainEngine:
                 state = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
             fresh = type(model)(model.config)
             fresh.load_state_dict(state)
-            model = fresh
+            # On the training device, like the other engines' models: rank 0 scores it next.
+            model = fresh.to(self.device)
         if self._owns_group:
             import torch.distributed as dist
 
