@@ -62,12 +62,13 @@ def plan_study(cfg: StudyConfig) -> Plan:
 
     plan = Plan(gpu_hour_usd=cfg.plan.gpu_hour_usd)
     costs = cfg.plan
-    # Each corpus is generated once at its largest ratio; smaller ratios are nested slices.
+    # Each corpus (of every regime draw) is generated once at its largest ratio plus the
+    # headroom, as the generate stage plans it; smaller ratios are nested slices.
     corpora = planned_corpora(cfg)
     if corpora and cfg.generation is not None:
         for g in cfg.generation.generators:
             mine = [c for c in corpora if c["generator"] == g.name]
-            rows = sum(c["rows"] for c in mine)
+            rows = sum(c["planned"] for c in mine)
             sec = costs.generation_gpu_seconds_per_row.get(
                 g.name, costs.default_generation_gpu_seconds_per_row
             )

@@ -74,7 +74,8 @@ def _train_worker(config: dict[str, Any]) -> None:
         Path(config["cache_dir"]),
         report=report,
         names=config["names"],
-        shuffle=config["shuffle"],
+        blocks=config["blocks"],
+        steps=config["steps"],
         device=device,
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,7 +106,8 @@ def fit_finetune(
     storage_dir: str | Path,
     *,
     names: list[str] | None = None,
-    shuffle: bool = True,
+    blocks: np.ndarray | None = None,
+    steps: int | None = None,
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
     device: str = "cpu",
@@ -116,9 +118,18 @@ def fit_finetune(
     """
     return train_and_score(
         family, train, val, labels, loss, precision, attention, seed, cache_dir, storage_dir,
-        names=names, shuffle=shuffle, cpus_per_worker=cpus_per_worker,
+        names=names, blocks=blocks, steps=steps, cpus_per_worker=cpus_per_worker,
         gpus_per_worker=gpus_per_worker, device=device,
     ).classifier  # fmt: skip
+
+
+def _blocks(train: pd.DataFrame, blocks: np.ndarray | None) -> np.ndarray:
+    """Each training row's block (`tasks.mixes`): given, the mix's `block` column, or all 0."""
+    if blocks is not None:
+        return np.asarray(blocks, dtype=np.int64)
+    if "block" in train.columns:
+        return train["block"].to_numpy(dtype=np.int64)
+    return np.zeros(len(train), dtype=np.int64)
 
 
 def worker_resources(
@@ -144,7 +155,8 @@ def train_and_score(
     storage_dir: str | Path,
     *,
     names: list[str] | None = None,
-    shuffle: bool = True,
+    blocks: np.ndarray | None = None,
+    steps: int | None = None,
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
     custom_per_worker: dict[str, float] | None = None,
@@ -155,7 +167,8 @@ def train_and_score(
     score each of `score_sets` with the trained model on rank 0 before it leaves the worker.
 
     DDP over gloo on CPU or NCCL on GPU; DeepSpeed ZeRO when `family.deepspeed` is set.
-    `train`/`val` are tables with `text` and `labels` columns. Tokenization happens here, once,
+    `train`/`val` are tables with `text` and `labels` columns; `blocks` (default: `train`'s `block`
+    column when it has one) and `steps` go to `train_finetune`. Tokenization happens here, once,
     into `cache_dir` (the workers read the cache). The trained classifier is loaded onto `device`
     in the calling process with its per-epoch metrics in `meta["train_history"]`.
     """
@@ -180,7 +193,8 @@ def train_and_score(
         "attention": attention,
         "seed": seed,
         "cache_dir": str(cache_dir),
-        "shuffle": shuffle,
+        "blocks": _blocks(train, blocks),
+        "steps": None if steps is None else int(steps),
         "score_sets": {k: [str(t) for t in v] for k, v in (score_sets or {}).items()},
     }
     resources = worker_resources(cpus_per_worker, gpus_per_worker, custom_per_worker)

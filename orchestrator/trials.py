@@ -1,10 +1,11 @@
 """The study grid: one `TrialCell` per trial, expanded from the config (and the real corpora).
 
-Axes: regime x arm x ratio/real fraction x corpus (generator, strategy, variant) x ordering x
-family x loss x precision x attention x seed. Every augmented arm (`real_plus_synthetic`,
-`filtered`, `fixed_budget`, `ensemble`) gets its `duplicate_to_match` volume control: the regime's
-real rows resampled to exactly the augmented arm's size. Augmented arms of equal size share one
-control cell (same regime, family, loss, numerics, seed); its `controls` lists them all.
+Axes: regime x draw (`data.regime_draws`) x arm x ratio/real fraction x corpus (generator,
+strategy, variant) x ordering x family x loss x precision x attention x seed. Every augmented
+arm (`real_plus_synthetic`, `filtered`, `fixed_budget`, `ensemble`) gets its `duplicate_to_match`
+volume control: the regime's real rows resampled to exactly the augmented arm's size. Augmented
+arms of equal size share one control cell (same regime, family, loss, numerics, seed); its
+`controls` lists them all.
 
 `expand_grid(cfg)` works from the config alone (for `synthpat plan`), assuming every corpus
 reached its largest volume; the trials stage passes the generated corpora's real row counts and
@@ -46,9 +47,11 @@ class TrialCell:
     seed: int
     n_real: int
     n_train: int  # rows of the mix (planned from the corpora's sizes)
+    draw: int = 0  # which draw of the regime (data.regime_draws); see `regime_key`
     ratio: float | None = None
     real_fraction: float | None = None
-    budget: int | None = None
+    budget: int | None = None  # fixed_budget arm: its rows (not the training budget)
+    steps: int | None = None  # trials.budget=steps: the optimizer steps it trains; None: epochs
     ordering: str = "shuffled"
     corpus_id: str = ""
     generator: str = ""
@@ -65,6 +68,10 @@ class TrialCell:
         d = asdict(self)
         for k in ("controls", "status", "reason", "trial_id", "n_real", "family_kind"):
             d.pop(k)
+        if self.draw == 0:
+            d.pop("draw")  # the only draw of a study without draws: ids as before draws
+        if self.steps is None:
+            d.pop("steps")  # an epoch budget: ids as before step budgets
         if self.arm != "duplicate_to_match":
             d.pop("n_train")  # an augmented arm is named by its recipe, not its realized size
         return d
@@ -73,7 +80,14 @@ class TrialCell:
         blob = json.dumps(self.identity(), sort_keys=True, default=str)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         fam = re.sub(r"[^A-Za-z0-9_.-]", "_", self.family)
-        self.trial_id = f"{self.regime}-{self.arm}-{fam}-s{self.seed}-{digest}"
+        self.trial_id = f"{self.regime_key}-{self.arm}-{fam}-s{self.seed}-{digest}"
+
+    @property
+    def regime_key(self) -> str:
+        """The regime draw this cell trains on: the key of its real rows (tasks.split)."""
+        from tasks.split import regime_key
+
+        return regime_key(self.regime, self.draw)
 
 
 def regimes_of(cfg: StudyConfig) -> dict[str, int]:
@@ -83,27 +97,41 @@ def regimes_of(cfg: StudyConfig) -> dict[str, int]:
     return {n: sizes[n] for n in names}
 
 
+def regime_keys_of(cfg: StudyConfig) -> dict[str, int]:
+    """Regime key -> real rows, for every draw of the regimes in the trials grid."""
+    from tasks.split import regime_key
+
+    regimes = regimes_of(cfg)
+    return {regime_key(r, d): n for d in range(cfg.data.regime_draws) for r, n in regimes.items()}
+
+
 def planned_corpora(cfg: StudyConfig) -> list[dict[str, Any]]:
-    """The corpora the generate stage will write, each at its largest planned volume."""
+    """The corpora the generate stage will write (every draw of every regime), each at its
+    largest volume (`rows`); `planned` is what the stage generates for it (headroom included)."""
+    from orchestrator.stages.generate import planned_rows, regime_draws_of
+
     gen = cfg.generation
     if gen is None or not gen.enabled:
         return []
     sizes = {r.name: r.size for r in cfg.data.regimes}
     out = []
-    for regime in gen.regimes or list(sizes):
+    for key, (regime, draw) in regime_draws_of(cfg).items():
         for g in gen.generators:
             for strategy in gen.strategies:
                 for variant in gen.variants:
-                    cid = f"{regime}__{g.name}__{strategy}__{variant}"
+                    cid = f"{key}__{g.name}__{strategy}__{variant}"
                     rows = int(round(max(gen.ratios) * sizes[regime]))
                     out.append(
                         {
                             "corpus_id": cid,
                             "regime": regime,
+                            "draw": draw,
+                            "regime_key": key,
                             "generator": g.name,
                             "strategy": strategy,
                             "variant": variant,
                             "rows": rows,
+                            "planned": planned_rows(gen, sizes[regime]),
                         }
                     )
     return out
@@ -139,14 +167,62 @@ def expand_grid(
     corpora = planned_corpora(cfg) if corpora is None else corpora
     cuda = t.resources.gpus > 0 if cuda is None else cuda
     cells: list[TrialCell] = []
-    for regime, n_real in regimes_of(cfg).items():
-        mixes = _mixes(cfg, t, regime, n_real, corpora, filtered_rows or {})
-        for model in _model_axes(t, cuda):
-            if model["regimes"] is not None and regime not in model["regimes"]:
-                continue
-            for seed in t.seeds:
-                cells.extend(_cells_for(regime, n_real, mixes, model, seed))
+    families = {f.name: f for f in t.families}
+    largest = _largest_mixes(cfg, t, corpora, filtered_rows or {})
+    # Every draw of a regime is the same grid over that draw's real rows and corpora.
+    for draw in range(cfg.data.regime_draws):
+        for regime, n_real in regimes_of(cfg).items():
+            mixes = _mixes(cfg, t, regime, n_real, corpora, filtered_rows or {}, draw)
+            for model in _model_axes(t, cuda):
+                if model["regimes"] is not None and regime not in model["regimes"]:
+                    continue
+                steps = budget_steps(t, families[model["family"]], largest[regime])
+                for seed in t.seeds:
+                    cells.extend(
+                        _cells_for(regime, n_real, mixes, {**model, "steps": steps}, seed, draw)
+                    )
     return cells
+
+
+def budget_steps(t: TrialsConfig, family: Any, largest_rows: int) -> int | None:
+    """Optimizer steps of every trial of `family` under `trials.budget=steps`: the family's
+    `steps`, else what its `epochs` take on `largest_rows` (the regime's largest mix), so the
+    largest arm trains as under `epochs` and every other arm matches it. None under `epochs`,
+    and for TF-IDF always: liblinear solves it to convergence, there are no steps to budget."""
+    from tasks.mixes import steps_per_epoch
+
+    if t.budget != "steps" or family.kind == "tfidf_linear":
+        return None
+    if family.steps is not None:
+        return int(family.steps)
+    if family.kind == "finetune":
+        per_epoch = steps_per_epoch(largest_rows, family.batch_size, family.num_workers)
+    else:
+        from tasks.heads import HeadConfig
+
+        per_epoch = steps_per_epoch(largest_rows, HeadConfig.batch_size)
+    return family.epochs * per_epoch
+
+
+def _largest_mixes(
+    cfg: StudyConfig,
+    t: TrialsConfig,
+    corpora: list[dict[str, Any]],
+    filtered_rows: dict[tuple[str, float], int],
+) -> dict[str, int]:
+    """Regime -> rows of its largest training mix over every draw (controls included: an
+    ensemble's control holds all its members' data)."""
+    return {
+        regime: max(
+            (
+                m["n_train"]
+                for draw in range(cfg.data.regime_draws)
+                for m in _mixes(cfg, t, regime, n_real, corpora, filtered_rows, draw)
+            ),
+            default=n_real,
+        )
+        for regime, n_real in regimes_of(cfg).items()
+    }
 
 
 def _mixes(
@@ -156,9 +232,10 @@ def _mixes(
     n_real: int,
     corpora: list[dict[str, Any]],
     filtered_rows: dict[tuple[str, float], int],
+    draw: int = 0,
 ) -> list[dict[str, Any]]:
-    """The training mixes of one regime (without model axes): dicts of TrialCell fields."""
-    own = [c for c in corpora if c["regime"] == regime]
+    """The training mixes of one regime draw (without model axes): dicts of TrialCell fields."""
+    own = [c for c in corpora if c["regime"] == regime and int(c.get("draw", 0)) == draw]
     ratios = ratios_of(cfg)
     out: list[dict[str, Any]] = []
     if "real_only" in t.arms:
@@ -243,7 +320,12 @@ def _model_axes(t: TrialsConfig, cuda: bool) -> list[dict[str, Any]]:
 
 
 def _cells_for(
-    regime: str, n_real: int, mixes: list[dict[str, Any]], model: dict[str, Any], seed: int
+    regime: str,
+    n_real: int,
+    mixes: list[dict[str, Any]],
+    model: dict[str, Any],
+    seed: int,
+    draw: int = 0,
 ) -> list[TrialCell]:
     reason = model["reason"]
     base = {k: v for k, v in model.items() if k not in ("reason", "regimes")}
@@ -251,7 +333,14 @@ def _cells_for(
     cells, controls = [], {}
     for mix in mixes:
         cell = TrialCell(
-            regime=regime, seed=seed, n_real=n_real, status=status, reason=reason, **base, **mix
+            regime=regime,
+            draw=draw,
+            seed=seed,
+            n_real=n_real,
+            status=status,
+            reason=reason,
+            **base,
+            **mix,
         )
         cell.assign_id()
         cells.append(cell)
@@ -260,6 +349,7 @@ def _cells_for(
     for size, ids in sorted(controls.items()):
         ctl = TrialCell(
             regime=regime,
+            draw=draw,
             arm="duplicate_to_match",
             seed=seed,
             n_real=n_real,

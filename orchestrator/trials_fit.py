@@ -23,6 +23,7 @@ from orchestrator.trials import TrialCell
 RESULT_COLUMNS = [
     "trial_id",
     "regime",
+    "draw",
     "arm",
     "controls",
     "ratio",
@@ -39,6 +40,8 @@ RESULT_COLUMNS = [
     "n_train",
     "n_real",
     "n_synthetic",
+    "budget",
+    "train_steps",
     "status",
     "reason",
     "val_micro_f1",
@@ -61,7 +64,7 @@ class TrialData:
 
     labels: list[str]
     names: list[str]
-    real: dict[str, pd.DataFrame]  # regime -> real rows
+    real: dict[str, pd.DataFrame]  # regime key (TrialCell.regime_key) -> real rows
     corpora: dict[str, pd.DataFrame]  # corpus_id -> synthetic rows
     val: pd.DataFrame
     test: pd.DataFrame
@@ -72,7 +75,8 @@ class TrialData:
     fidelity: dict[str, dict[str, float]] = field(default_factory=dict)  # corpus -> id -> score
     keep_ids: dict[str, list[str]] = field(default_factory=dict)  # "<corpus>@<ratio>" -> ids
     cache_dir: str = ""
-    thresholds: str = "per_label"
+    thresholds: str = "per_label_where_supported"
+    threshold_min_positives: int = 5  # per_label_where_supported: val positives for a label's own
     retrieval_k: int = 10
 
     def embeddings(self, texts: list[str]) -> np.ndarray:
@@ -84,6 +88,21 @@ class TrialData:
         from orchestrator.train import label_matrix
 
         return label_matrix(df, self.labels)
+
+
+def budget_of(cell: TrialCell) -> str:
+    """The results' `budget`: `steps` when the cell trains a fixed number of optimizer steps,
+    else `epochs` (TF-IDF too: it has no steps, its `train_steps` stays empty)."""
+    return "steps" if cell.steps is not None else "epochs"
+
+
+def cell_columns(cell: TrialCell) -> dict[str, Any]:
+    """The results columns a cell fixes before it runs."""
+    row = {k: getattr(cell, k) for k in RESULT_COLUMNS if hasattr(cell, k)}
+    # The cell's own `budget` is the fixed_budget arm's row count; the column is the training
+    # budget.
+    row["budget"] = budget_of(cell)
+    return row
 
 
 def keep_key(corpus_id: str, ratio: float | None) -> str:
@@ -109,15 +128,16 @@ def build_cell_mix(cell: TrialCell, data: TrialData, corpus_id: str | None = Non
     )
     fid = pd.Series(data.fidelity[cid]) if cid in data.fidelity else None
     synthetic = data.corpora[cid] if cid else None
-    return build_mix(data.real[cell.regime], synthetic, spec, fid)
+    return build_mix(data.real[cell.regime_key], synthetic, spec, fid)
 
 
 class _Fitted:
     """A trained classifier plus how to score texts with it (cached embeddings when possible)."""
 
-    def __init__(self, clf: Any, scorer: Any):
+    def __init__(self, clf: Any, scorer: Any, steps: int | None = None):
         self.clf = clf
         self.scorer = scorer  # texts -> (proba, doc embeddings)
+        self.steps = steps  # optimizer steps it trained; None: no steps (TF-IDF)
 
 
 def _fit_one(
@@ -128,7 +148,7 @@ def _fit_one(
     common = {"labels": data.labels, "names": data.names}
     y = data.y(mix)
     texts = mix["text"].astype(str).tolist()
-    shuffle = cell.ordering == "shuffled"
+    blocks = mix["block"].to_numpy(dtype=np.int64)  # the ordering: fresh order per epoch
     if cell.family_kind == "frozen_head":
         from tasks.checkpoint import FrozenHeadClassifier
 
@@ -138,8 +158,21 @@ def _fit_one(
             epochs=family.epochs,
             learning_rate=family.learning_rate,
         )
+        taken = [0]
+
+        def count(_epoch: int, _rows: np.ndarray) -> None:
+            taken[0] += 1
+
         head = train_frozen_head(
-            data.embeddings(texts), y, cfg, cell.loss, cell.seed, shuffle, env.get("threads")
+            data.embeddings(texts),
+            y,
+            cfg,
+            cell.loss,
+            cell.seed,
+            blocks=blocks,
+            threads=env.get("threads"),
+            steps=cell.steps,
+            on_step=count,
         )
         clf = FrozenHeadClassifier(
             head, data.encoder["model"], int(data.encoder["max_length"]), **common
@@ -149,9 +182,10 @@ def _fit_one(
             x = data.embeddings(t)
             return clf.proba_from_embeddings(x), clf.embed_from_embeddings(x)
 
-        return _Fitted(clf, score)
+        return _Fitted(clf, score, taken[0])
     if cell.family_kind == "tfidf_linear":
         cfg_t = TfidfConfig(ngram_max=family.ngram_max, C=family.C)
+        # Row order and step budgets do not apply: liblinear solves each label to convergence.
         clf = train_tfidf_linear(texts, y, cfg_t, cell.loss, cell.seed, **common)
         return _Fitted(clf, clf.proba_and_embed)
     if cell.family_kind == "finetune":
@@ -173,7 +207,8 @@ def _fit_one(
             Path(data.cache_dir),
             env["storage_dir"],
             names=data.names,
-            shuffle=shuffle,
+            blocks=blocks,
+            steps=cell.steps,
             cpus_per_worker=env.get("cpus", 1.0),
             gpus_per_worker=env.get("gpus", 0.0),
             custom_per_worker=env.get("custom", {}),
@@ -191,7 +226,7 @@ def _fit_one(
             hit = scored.get(tuple(t))
             return hit if hit is not None else predict_cached(clf, family.model, t, cache_dir)
 
-        return _Fitted(clf, score_ft)
+        return _Fitted(clf, score_ft, int(clf.meta["provenance"]["train_steps"]))
     raise ValueError(f"family kind {cell.family_kind!r} is not known")
 
 
@@ -203,14 +238,21 @@ def _score(fits: list[_Fitted], texts: list[str]) -> tuple[np.ndarray, np.ndarra
 
 
 def run_cell(
-    cell: TrialCell, data: TrialData, family: Any, out_dir: Path, env: dict[str, Any]
+    cell: TrialCell,
+    data: TrialData,
+    family: Any,
+    out_dir: Path,
+    env: dict[str, Any],
+    predictions: Path | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one cell; write its checkpoint to `out_dir`; return its results row.
 
     `env`: threads, cpus, gpus (per trial or per Train worker) and storage_dir (Ray Train runs).
+    `predictions`: where to write the trial's val/test probabilities, thresholds and per-query
+    nDCG (`write_predictions`), which the report resamples by test document.
     """
     from tasks.checkpoint import EnsembleClassifier, save_classifier
-    from tasks.evaluation import choose_thresholds, classification_metrics, ndcg_at_k
+    from tasks.evaluation import choose_thresholds, classification_metrics, ndcg_per_query
     from tasks.mixes import mix_counts
 
     t0 = time.perf_counter()
@@ -229,25 +271,32 @@ def run_cell(
     val_texts, test_texts = data.val["text"].tolist(), data.test["text"].tolist()
     y_val, y_test = data.y(data.val), data.y(data.test)
     p_val, _ = _score(fits, val_texts)
-    thresholds = choose_thresholds(y_val, p_val, data.thresholds)
+    thresholds = choose_thresholds(y_val, p_val, data.thresholds, data.threshold_min_positives)
     val = classification_metrics(y_val, p_val, thresholds)
     p_test, e_test = _score(fits, test_texts)
     test = classification_metrics(y_test, p_test, thresholds)
     if data.retrieval is None:
-        ndcg = ndcg_at_k(e_test, y_test, k=data.retrieval_k)
+        ndcg_q = ndcg_per_query(e_test, y_test, k=data.retrieval_k)
     else:
         _, e_ret = _score(fits, data.retrieval["text"].tolist())
-        ndcg = ndcg_at_k(e_test, y_test, e_ret, data.y(data.retrieval), k=data.retrieval_k)
+        ndcg_q = ndcg_per_query(e_test, y_test, e_ret, data.y(data.retrieval), k=data.retrieval_k)
+    ndcg = float(ndcg_q.mean()) if len(ndcg_q) else 0.0
+    if predictions is not None:
+        write_predictions(predictions, p_val, p_test, thresholds, ndcg_q)
 
     metrics = {
         "val_micro_f1": val["micro_f1"],
         **{f"test_{k}": v for k, v in test.items() if k != "per_label_f1"},
         "test_ndcg10": ndcg,
     }
-    mix_info = {k: getattr(cell, k) for k in ("arm", "regime", "ratio", "real_fraction")}
+    mix_info = {k: getattr(cell, k) for k in ("arm", "regime", "draw", "ratio", "real_fraction")}
     mix_info.update(ordering=cell.ordering, corpus_id=cell.corpus_id, members=cell.members)
     mix_info.update(counts)
+    # An ensemble's steps are its members' together; TF-IDF has none.
+    steps = [f.steps for f in fits if f.steps is not None]
+    train_steps = sum(steps) if len(steps) == len(fits) else None
     provenance = {"trial_id": cell.trial_id, "seed": cell.seed, "loss": cell.loss}
+    provenance.update(budget=budget_of(cell), train_steps=train_steps)
     per_label = {"test_per_label_f1": test["per_label_f1"]}
     if len(fits) == 1:
         clf = fits[0].clf
@@ -261,8 +310,8 @@ def run_cell(
     save_classifier(
         out_dir, clf, metrics={**metrics, **per_label}, mix=mix_info, provenance=provenance
     )
-    row = {k: getattr(cell, k, None) for k in RESULT_COLUMNS if hasattr(cell, k)}
-    row.update(counts)
+    row = cell_columns(cell)
+    row.update(counts, train_steps=train_steps)
     row.update(metrics)
     row.update(
         status="ok",
@@ -271,3 +320,33 @@ def run_cell(
         train_seconds=round(time.perf_counter() - t0, 3),
     )
     return {k: row.get(k) for k in RESULT_COLUMNS if k in row}
+
+
+#: A trial's predictions file (beside its checkpoint in the done marker; trials/predictions/).
+PREDICTIONS = "predictions.npz"
+
+
+def write_predictions(
+    path: Path, p_val: np.ndarray, p_test: np.ndarray, thresholds: np.ndarray, ndcg: np.ndarray
+) -> None:
+    """val/test probabilities (float16: 3 significant digits, half the bytes), the tuned
+    thresholds, the test decisions they give at full precision (`test_pred`) and per-query
+    nDCG, in the order of the prepare stage's val and test tables."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
+    np.savez_compressed(
+        tmp,
+        val_proba=np.asarray(p_val, dtype=np.float16),
+        test_proba=np.asarray(p_test, dtype=np.float16),
+        thresholds=np.asarray(thresholds, dtype=np.float32),
+        test_pred=np.asarray(p_test) >= np.asarray(thresholds)[None, :],
+        test_ndcg=np.asarray(ndcg, dtype=np.float32),
+    )
+    os.replace(tmp, path)
+
+
+def read_predictions(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.trials import TrialCell
-from orchestrator.trials_fit import TrialData, run_cell
+from orchestrator.trials_fit import PREDICTIONS, TrialData, run_cell
 
 ROW_JSON = "row.json"
 CKPT = "classifier"
@@ -47,7 +47,7 @@ def _trainable(config: dict[str, Any], data: TrialData, families: dict, settings
             env["threads"] = max(1, int(round(env.get("cpus", 1))))
         with tempfile.TemporaryDirectory() as tmp:
             env["storage_dir"] = f"{settings['train_storage'].rstrip('/')}/{cell.trial_id}"
-            row = run_cell(cell, data, family, Path(tmp) / CKPT, env)
+            row = run_cell(cell, data, family, Path(tmp) / CKPT, env, Path(tmp) / PREDICTIONS)
             (Path(tmp) / ROW_JSON).write_text(json.dumps(row, default=str))
             stage = done.with_name(f".{done.name}.tmp-{os.getpid()}")
             shutil.rmtree(stage, ignore_errors=True)

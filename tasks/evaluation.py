@@ -18,12 +18,17 @@ def global_threshold(y: np.ndarray, proba: np.ndarray, grid: np.ndarray = THRESH
     return float(grid[int(np.argmax(scores))])
 
 
+#: Modes of `choose_thresholds`.
+THRESHOLD_MODES = ("global", "per_label", "per_label_where_supported")
+
+
 def per_label_thresholds(
-    y: np.ndarray, proba: np.ndarray, grid: np.ndarray = THRESHOLD_GRID
+    y: np.ndarray, proba: np.ndarray, grid: np.ndarray = THRESHOLD_GRID, min_positives: int = 1
 ) -> np.ndarray:
     """One threshold per label maximizing that label's F1 on val.
 
-    A label with no positive in val cannot be tuned; it gets the global threshold instead.
+    A label with fewer than `min_positives` positives in val gets the global threshold instead
+    (with the default 1, only a label that has none: it cannot be tuned at all).
     """
     fallback = global_threshold(y, proba, grid)
     out = np.full(y.shape[1], fallback, dtype=np.float32)
@@ -33,18 +38,26 @@ def per_label_thresholds(
     fp = (pred & ~truth).sum(0)
     fn = (~pred & truth).sum(0)
     f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)  # (L, T)
-    has_pos = y.sum(0) > 0
-    out[has_pos] = grid[np.argmax(f1[has_pos], axis=1)]
+    supported = y.sum(0) >= max(int(min_positives), 1)
+    out[supported] = grid[np.argmax(f1[supported], axis=1)]
     return out
 
 
-def choose_thresholds(y_val: np.ndarray, p_val: np.ndarray, mode: str) -> np.ndarray:
-    """Thresholds for `mode` `global` (one value repeated) or `per_label`."""
+def choose_thresholds(
+    y_val: np.ndarray, p_val: np.ndarray, mode: str, min_positives: int = 5
+) -> np.ndarray:
+    """Thresholds for `mode`: `global` (one value repeated), `per_label`, or
+    `per_label_where_supported` (per label where the label has at least `min_positives` val
+    positives, the global val-tuned threshold elsewhere; docs/thresholds.md)."""
     if mode == "global":
         return np.full(y_val.shape[1], global_threshold(y_val, p_val), dtype=np.float32)
     if mode == "per_label":
         return per_label_thresholds(y_val, p_val)
-    raise ValueError(f"thresholds={mode!r}; expected 'global' or 'per_label'")
+    if mode == "per_label_where_supported":
+        if min_positives < 1:
+            raise ValueError(f"threshold_min_positives={min_positives}; must be at least 1")
+        return per_label_thresholds(y_val, p_val, min_positives=min_positives)
+    raise ValueError(f"thresholds={mode!r}; expected one of {THRESHOLD_MODES}")
 
 
 def classification_metrics(
@@ -86,23 +99,42 @@ def ndcg_at_k(
     Without a separate corpus each query ranks the other queries (itself excluded). A query
     with no relevant document scores 0 (scikit-learn's convention).
     """
+    per_query = ndcg_per_query(query_emb, query_labels, corpus_emb, corpus_labels, k)
+    return float(per_query.mean()) if len(per_query) else 0.0
+
+
+def ndcg_per_query(
+    query_emb: np.ndarray,
+    query_labels: np.ndarray,
+    corpus_emb: np.ndarray | None = None,
+    corpus_labels: np.ndarray | None = None,
+    k: int = 10,
+) -> np.ndarray:
+    """nDCG@k of every query (see `ndcg_at_k`), so the report can resample test documents.
+
+    scikit-learn's `ndcg_score` only returns the mean, so it is called one query at a time.
+    """
     from sklearn.metrics import ndcg_score
 
     same = corpus_emb is None
     c_emb = query_emb if same else corpus_emb
     c_lab = query_labels if same else corpus_labels
-    assert c_emb is not None and c_lab is not None
+    if c_emb is None or c_lab is None:
+        raise ValueError("ndcg: corpus embeddings and labels go together")
     q = _unit(query_emb)
     sims = q @ _unit(c_emb).T
     rel = jaccard_matrix(query_labels, c_lab)
     if same:
         n = len(q)
         if n < 2:
-            return 0.0
+            return np.zeros(n, dtype=np.float32)
         off = ~np.eye(n, dtype=bool)
         sims = sims[off].reshape(n, n - 1)
         rel = rel[off].reshape(n, n - 1)
-    return float(ndcg_score(rel, sims, k=k))
+    return np.array(
+        [ndcg_score(rel[i : i + 1], sims[i : i + 1], k=k) for i in range(len(q))],
+        dtype=np.float32,
+    )
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

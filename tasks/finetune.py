@@ -2,8 +2,9 @@
 
 `train_finetune` is the whole training loop. It runs as a plain single process, and unchanged as
 each worker of a Ray Train run (`orchestrator/train.py`): when a `torch.distributed` process group
-exists it shards the rows with `DistributedSampler` and wraps the model in DDP, or hands it to
-DeepSpeed ZeRO when the family asks for it. No Ray here.
+exists every rank computes the same epoch order (`tasks.mixes.epoch_order`) and takes its shard,
+as `DistributedSampler` would, and the model is wrapped in DDP, or handed to DeepSpeed ZeRO when
+the family asks for it. No Ray here.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _TOKENIZER_FILES = (
 _TOKENIZE_CHUNK = 2048
 
 Report = Callable[[int, dict[str, float]], None]
+OnStep = Callable[[int, np.ndarray], None]
 
 
 class FinetuneSettings(Protocol):
@@ -243,20 +245,27 @@ def train_finetune(
     report: Report | None = None,
     *,
     names: list[str] | None = None,
-    shuffle: bool = True,
+    blocks: np.ndarray | None = None,
+    steps: int | None = None,
     device: str | None = None,
+    on_step: OnStep | None = None,
 ) -> FinetuneClassifier:
     """Fine-tune `family.model` for multi-label classification and return the classifier.
 
     `report(epoch, metrics)` is called after every epoch on every process with `train_loss`,
-    `val_loss`, `val_micro_f1` (at 0.5), `samples`, `seconds` and `samples_per_s`.
-    `shuffle=False` keeps the mix's row order (curriculum orderings). Thresholds are left at 0.5;
-    the caller picks them on val.
+    `val_loss`, `val_micro_f1` (at 0.5), `samples`, `train_steps` (so far), `seconds` and
+    `samples_per_s`.
+    Every epoch draws a fresh order: the mix's `blocks` in order, rows reshuffled within each
+    (`tasks.mixes.epoch_order`; None: one block), sharded rank::world with equal shard lengths.
+    `steps`: exactly that many optimizer steps (over as many epochs as they take, the last one cut
+    short) instead of `family.epochs` epochs; the LR schedule spans them. The steps taken are in
+    `meta["provenance"]["train_steps"]`. `on_step(epoch, rows)` sees each batch's rows (this
+    rank's) before its optimizer step. Thresholds are left at 0.5; the caller picks them on val.
     """
     import torch
-    from torch.utils.data import DistributedSampler
 
     from tasks.losses import build_loss
+    from tasks.mixes import epoch_batches, step_budget
 
     device = device or _default_device()
     check_numerics(precision, attention, device)
@@ -271,27 +280,30 @@ def train_finetune(
     val_tok = tokenize_cached(family.model, val_texts, family.max_length, cache_dir)
     model = load_for_training(folder, labels, attention, family.trust_remote_code).to(device)
 
-    # DistributedSampler with one replica is a plain (seeded) sampler: one code path for both.
-    sampler = DistributedSampler(
-        range(len(train_texts)), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed
+    blocks = np.zeros(len(train_texts), np.int64) if blocks is None else np.asarray(blocks)
+    if blocks.shape != (len(train_texts),):
+        raise ValueError(f"blocks has shape {blocks.shape}, expected ({len(train_texts)},)")
+    # Equal shard lengths on every rank: the same number of steps, so DDP's collectives pair up.
+    total_steps, n_epochs = step_budget(
+        len(train_texts), family.batch_size, family.epochs, steps, world
     )
-    steps_per_epoch = max(1, -(-len(sampler) // family.batch_size))
-    total_steps = steps_per_epoch * family.epochs
     loss_fn = build_loss(loss, train_y)
     engine = TrainEngine(model, family, precision, device, total_steps, distributed)
     y_train = torch.from_numpy(np.array(train_y, dtype=np.float32))  # a writable copy
     metrics: dict[str, float] = {}
-    for epoch in range(family.epochs):
-        sampler.set_epoch(epoch)
-        order = np.fromiter(iter(sampler), dtype=np.int64)
+    taken = 0
+    for epoch in range(n_epochs):
+        batches = epoch_batches(blocks, seed, epoch, family.batch_size, rank, world)
         started, total, seen = time.perf_counter(), 0.0, 0
         engine.train()
-        for start in range(0, len(order), family.batch_size):
-            idx = order[start : start + family.batch_size]
+        for idx in batches[: total_steps - taken]:
+            if on_step is not None:
+                on_step(epoch, idx)
             enc = _batch(train_tok, idx, device)
             logits = engine.forward(enc)
             step_loss = loss_fn(logits.float(), y_train[idx].to(device))
             engine.step(step_loss)
+            taken += 1
             total += float(step_loss.detach()) * len(idx)
             seen += len(idx)
         seconds = time.perf_counter() - started
@@ -299,6 +311,7 @@ def train_finetune(
             "epoch": float(epoch + 1),
             "train_loss": _mean_across(total, seen, distributed),
             "samples": float(_sum_across(seen, distributed)),
+            "train_steps": float(taken),
             "seconds": seconds,
             "threads": float(torch.get_num_threads()),
         }
@@ -317,7 +330,13 @@ def train_finetune(
         "attention": attention,
         "trust_remote_code": family.trust_remote_code,
         "metrics": {k: v for k, v in metrics.items() if k.startswith("val_")},
-        "provenance": {"model": family.model, "loss": loss, "seed": seed, "world_size": world},
+        "provenance": {
+            "model": family.model,
+            "loss": loss,
+            "seed": seed,
+            "world_size": world,
+            "train_steps": taken,
+        },
     }
     return FinetuneClassifier(
         trained,

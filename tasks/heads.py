@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,21 +27,27 @@ def train_frozen_head(
     cfg: HeadConfig,
     loss: str,
     seed: int,
-    shuffle: bool = True,
+    *,
+    blocks: np.ndarray | None = None,
     threads: int | None = None,
+    steps: int | None = None,
+    on_step: Callable[[int, np.ndarray], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Train a linear or MLP head on embeddings `x` (n, d) for labels `y` (n, L).
 
-    `shuffle=False` keeps the row order of the mix in every epoch (curriculum orderings).
+    Every epoch draws a fresh order: the mix's `blocks` in order, rows reshuffled within each
+    (`tasks.mixes.epoch_order`; None: one block). `steps`: exactly that many optimizer steps,
+    over as many epochs as they take, instead of `cfg.epochs` epochs. `on_step(epoch, rows)` is
+    called before each optimizer step with the rows of its batch.
     Returns the head's weights as float32 numpy arrays (see `FrozenHeadClassifier`).
     """
     import torch
 
     from tasks.losses import build_loss
+    from tasks.mixes import epoch_batches, step_budget
 
     if threads:
         torch.set_num_threads(max(1, int(threads)))
-    gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     d, n_labels = x.shape[1], y.shape[1]
     if cfg.head == "linear":
@@ -55,13 +62,20 @@ def train_frozen_head(
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(xt), generator=gen) if shuffle else torch.arange(len(xt))
-        for start in range(0, len(xt), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
+    blocks = np.zeros(len(x), dtype=np.int64) if blocks is None else np.asarray(blocks)
+    if blocks.shape != (len(x),):
+        raise ValueError(f"blocks has shape {blocks.shape}, expected ({len(x)},)")
+    total, n_epochs = step_budget(len(x), cfg.batch_size, cfg.epochs, steps)
+    taken = 0
+    for epoch in range(n_epochs):
+        for rows in epoch_batches(blocks, seed, epoch, cfg.batch_size)[: total - taken]:
+            if on_step is not None:
+                on_step(epoch, rows)
+            idx = torch.from_numpy(rows)
             opt.zero_grad(set_to_none=True)
             loss_fn(net(xt[idx]), yt[idx]).backward()
             opt.step()
+            taken += 1
     state = {k: v.detach().numpy().astype(np.float32) for k, v in net.state_dict().items()}
     if cfg.head == "linear":
         return {"w": state["weight"], "b": state["bias"]}

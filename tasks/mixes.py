@@ -10,8 +10,21 @@
   repeated, then drawn with replacement when that exceeds the regime), the rest synthetic by
   `volume_rank` (repeated in that order when the corpus is short).
 - `filtered`: like `real_plus_synthetic`, with only the synthetic rows in `keep_ids`.
-Orderings: `shuffled`, `curriculum_real_first` (real rows, then synthetic), `curriculum_fidelity`
-(real rows, then synthetic rows from most to least faithful).
+
+Orderings (docs/orderings.md). A mix carries an int `block` column, and every epoch the trainers
+draw a fresh order with `epoch_order`: the blocks in ascending order, the rows reshuffled within
+each block (seeded by the trial seed and the epoch). So an ordering differs from `shuffled` only
+in its block order, never in being replayed unshuffled.
+
+- `shuffled`: one block (every row 0).
+- `curriculum_real_first`: real rows (block 0), then synthetic rows (block 1).
+- `curriculum_fidelity`: real rows (block 0), then the synthetic rows in `FIDELITY_TIERS` tiers of
+  equal size by per-row fidelity score, most faithful tier first (blocks 1..4); rows without a
+  score go last.
+
+`epoch_batches` cuts one epoch's order into batches (sharded across ranks like
+`DistributedSampler`); `step_budget` says how many optimizer steps and epochs a run takes (a
+number of epochs, or exactly `steps` steps under `trials.budget=steps`).
 """
 
 from __future__ import annotations
@@ -31,7 +44,9 @@ ARMS = (
     "ensemble",
 )
 ORDERINGS = ("shuffled", "curriculum_real_first", "curriculum_fidelity")
-MIX_COLUMNS = ["id", "text", "labels", "source"]
+MIX_COLUMNS = ["id", "text", "labels", "source", "block"]
+#: Synthetic fidelity tiers of `curriculum_fidelity` (quartiles of the per-row score).
+FIDELITY_TIERS = 4
 
 
 @dataclass(frozen=True)
@@ -63,7 +78,7 @@ def slice_volume(synthetic: pd.DataFrame, ratio: float, n_real: int) -> pd.DataF
 
 
 def _rows(df: pd.DataFrame, source: str | None = None) -> pd.DataFrame:
-    out = df[[c for c in MIX_COLUMNS if c in df.columns]].copy()
+    out = df[[c for c in MIX_COLUMNS if c in df.columns and c != "block"]].copy()
     if "source" not in out.columns or source is not None:
         out["source"] = source or "real"
     return out.reset_index(drop=True)
@@ -147,23 +162,76 @@ def order_mix(
     rng: np.random.Generator,
     fidelity: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Row order of a mix; curricula keep real rows first (shuffled among themselves)."""
+    """The mix with its `block` column (see the module docstring), rows sorted by block.
+
+    The row order within a block is one seeded permutation; trainers reshuffle it every epoch
+    (`epoch_order`), so only the blocks are an ordering's signal.
+    """
     perm = rng.permutation(len(mix))
     shuffled = mix.iloc[perm].reset_index(drop=True)
-    if ordering == "shuffled":
-        return shuffled[MIX_COLUMNS]
     is_real = (shuffled["source"] == "real").to_numpy()
-    if ordering == "curriculum_real_first":
-        key = np.where(is_real, 0, 1)
-        return shuffled.iloc[np.argsort(key, kind="stable")][MIX_COLUMNS].reset_index(drop=True)
-    if ordering == "curriculum_fidelity":
+    block = np.zeros(len(shuffled), dtype=np.int64)
+    within = np.arange(len(shuffled))  # row order inside a block: the permutation's
+    if ordering == "shuffled":
+        pass
+    elif ordering == "curriculum_real_first":
+        block[~is_real] = 1
+    elif ordering == "curriculum_fidelity":
         if fidelity is None:
             raise ValueError("ordering=curriculum_fidelity needs per-row fidelity scores")
-        score = shuffled["id"].map(fidelity).fillna(-np.inf).to_numpy()
-        key = np.where(is_real, np.inf, score)  # real first, then most faithful synthetic
-        order = np.argsort(-key, kind="stable")
-        return shuffled.iloc[order][MIX_COLUMNS].reset_index(drop=True)
-    raise ValueError(f"ordering={ordering!r}; expected one of {ORDERINGS}")
+        score = shuffled["id"].map(fidelity).astype(float).fillna(-np.inf).to_numpy()
+        syn = np.flatnonzero(~is_real)
+        by_score = syn[np.argsort(-score[syn], kind="stable")]
+        # Tiers by rank, not by score value: equal sizes even when scores tie.
+        block[by_score] = 1 + np.arange(len(by_score)) * FIDELITY_TIERS // max(len(by_score), 1)
+        within[by_score] = np.arange(len(by_score))  # the table reads most faithful first
+    else:
+        raise ValueError(f"ordering={ordering!r}; expected one of {ORDERINGS}")
+    shuffled["block"] = block
+    return shuffled.iloc[np.lexsort((within, block))][MIX_COLUMNS].reset_index(drop=True)
+
+
+def epoch_order(blocks: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """Row indices of one epoch: blocks in ascending order, rows shuffled within each block.
+
+    A fresh order per (seed, epoch); the same on every process that asks (distributed ranks).
+    """
+    blocks = np.asarray(blocks)
+    key = rng_for(seed, "epoch_order", epoch).random(len(blocks))
+    return np.lexsort((key, blocks)).astype(np.int64)
+
+
+def shard(order: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Rank `rank`'s rows of a global order, as `DistributedSampler` splits it: padded by
+    wrapping around to a multiple of `world`, then every `world`-th row from `rank`."""
+    if world <= 1:
+        return order
+    padded = np.resize(order, -(-len(order) // world) * world) if len(order) else order
+    return padded[rank::world]
+
+
+def steps_per_epoch(n_rows: int, batch_size: int, world: int = 1) -> int:
+    """Optimizer steps of one epoch over `n_rows` on `world` ranks (each its shard, in batches)."""
+    per_rank = -(-n_rows // world)  # ceil: DistributedSampler pads every shard to this
+    return max(1, -(-per_rank // batch_size))
+
+
+def step_budget(
+    n_rows: int, batch_size: int, epochs: int, steps: int | None = None, world: int = 1
+) -> tuple[int, int]:
+    """(optimizer steps, epochs to draw) of a run: `epochs` full epochs, or exactly `steps`
+    steps over as many fresh epochs as they take (the last one cut short)."""
+    per_epoch = steps_per_epoch(n_rows, batch_size, world)
+    total = epochs * per_epoch if steps is None else int(steps)
+    return total, -(-total // per_epoch)
+
+
+def epoch_batches(
+    blocks: np.ndarray, seed: int, epoch: int, batch_size: int, rank: int = 0, world: int = 1
+) -> list[np.ndarray]:
+    """One epoch's batches of row indices for rank `rank` of `world` (`epoch_order`, `shard`)."""
+    rows = shard(epoch_order(blocks, seed, epoch), rank, world)
+    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
 
 def mix_counts(mix: pd.DataFrame) -> dict[str, int]:

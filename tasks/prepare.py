@@ -11,7 +11,7 @@ import pandas as pd
 
 from tasks.labels import LabelSpace, build_label_space, doc_labels
 from tasks.records import PatentRecord
-from tasks.split import dedup_indices, draw_regimes, stratified_split
+from tasks.split import dedup_indices, draw_regimes, regime_key, stratified_split
 
 
 @dataclass
@@ -20,7 +20,7 @@ class PreparedData:
     train_pool: pd.DataFrame
     val: pd.DataFrame
     test: pd.DataFrame
-    regimes: dict[str, pd.DataFrame]
+    regimes: dict[str, pd.DataFrame]  # regime key (tasks.split.regime_key) -> real rows
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -53,8 +53,13 @@ def prepare_dataset(
     val_size: float | int,
     regimes: dict[str, int],
     seed: int,
+    draws: int = 1,
 ) -> PreparedData:
-    """Choose labels, drop unlabeled docs and duplicates, split, and draw nested regimes."""
+    """Choose labels, drop unlabeled docs and duplicates, split, and draw nested regimes.
+
+    `draws` independent draws of the regimes come from the one train pool (the val and test
+    splits are the same for all); `regimes` of the result is keyed by `regime_key(name, draw)`.
+    """
     space = build_label_space(records, level, top_k)
     allowed = set(space.codes)
     kept, label_sets, no_label = [], [], 0
@@ -73,7 +78,12 @@ def prepare_dataset(
     pool_i, val_i, test_i = stratified_split(y, test_size, val_size, seed)
     pool = frame.iloc[pool_i].reset_index(drop=True)
     y_pool = y[pool_i]
-    regime_rows, cover = draw_regimes(y_pool, regimes, seed)
+    regime_rows: dict[str, np.ndarray] = {}
+    covers: list[int] = []
+    for d in range(draws):
+        rows_d, cover_d = draw_regimes(y_pool, regimes, seed, draw=d)
+        regime_rows.update({regime_key(name, d): idx for name, idx in rows_d.items()})
+        covers.append(cover_d)
     regime_frames = {
         name: pool.iloc[idx].reset_index(drop=True) for name, idx in regime_rows.items()
     }
@@ -94,7 +104,9 @@ def prepare_dataset(
         "dropped_duplicates": len(dup_pairs),
         "splits": per_split,
         "regimes": per_regime,
-        "label_cover_size": cover,
+        "regime_draws": draws,
+        "label_cover_size": covers[0],
+        "label_cover_sizes": covers,
         "rarest_pool_labels": {c: int(support_pool[space.index[c]]) for c in rare},
     }
     return PreparedData(

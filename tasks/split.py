@@ -86,11 +86,33 @@ def regime_order(y: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
     return np.concatenate([cover_arr, np.array(rest, dtype=int)]), len(cover)
 
 
+def regime_key(name: str, draw: int) -> str:
+    """The name of one draw of one regime: `name` for draw 0 (as before draws), else `name-d<draw>`.
+
+    Keys name the prepared tables, corpus ids and trial ids, so draw 0 keeps every existing name.
+    """
+    if draw < 0:
+        raise ValueError(f"draw={draw} must be >= 0")
+    return name if draw == 0 else f"{name}-d{draw}"
+
+
+def draw_seed(seed: int, draw: int) -> int:
+    """The seed of regime draw `draw`: `seed` itself for draw 0, else one derived from both."""
+    if draw == 0:
+        return seed
+    # SeedSequence mixes (seed, draw) so that draw d of seed s is unrelated to draw 0 of s + d.
+    return int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
+
+
 def draw_regimes(
-    y_pool: np.ndarray, sizes: dict[str, int], seed: int
+    y_pool: np.ndarray, sizes: dict[str, int], seed: int, draw: int = 0
 ) -> tuple[dict[str, np.ndarray], int]:
-    """Nested regimes (pool row indices) by name, and the size of the label cover."""
-    order, cover = regime_order(y_pool, seed)
+    """Nested regimes (pool row indices) by name, and the size of the label cover.
+
+    `draw` selects one of several independent draws of the same regimes (its seed comes from
+    `draw_seed(seed, draw)`); the regimes of one draw are nested, those of different draws not.
+    """
+    order, cover = regime_order(y_pool, draw_seed(seed, draw))
     too_big = {k: v for k, v in sizes.items() if v > len(order)}
     if too_big:
         raise ValueError(f"data.regimes: sizes {too_big} exceed the train pool ({len(order)})")

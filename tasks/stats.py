@@ -1,31 +1,20 @@
-"""Statistics of the report: bootstrap CIs, paired gains, correlations and Fisher's z test.
+"""Statistics of the report: correlations, Fisher's z test, clustered permutation p-values and
+Benjamini-Hochberg q-values. Means and gains with their intervals are in `tasks.inference`.
 
-scipy does the resampling and the Pearson interval; what scipy lacks (a Spearman interval, the
-comparison of two independent correlations) is written out below with its reference.
+scipy does the Pearson interval and the BH step; what scipy lacks (a Spearman interval, the
+comparison of two independent correlations, a permutation test that permutes within clusters)
+is written out below with its reference.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats
-
-
-@dataclass(frozen=True)
-class Summary:
-    """Mean, standard deviation and bootstrap CI of the mean of one sample."""
-
-    n: int
-    mean: float
-    std: float
-    ci_low: float
-    ci_high: float
-
-    def to_dict(self, prefix: str = "") -> dict[str, Any]:
-        return {f"{prefix}{k}": v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -53,57 +42,6 @@ class CorrelationDifference:
     diff: float
     ci_low: float
     ci_high: float
-
-
-def _clean(values: Any) -> np.ndarray:
-    a = np.asarray(values, dtype=float).ravel()
-    return a[np.isfinite(a)]
-
-
-def bootstrap_ci(
-    values: Any, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean; (nan, nan) below two values, (x, x) if constant."""
-    a = _clean(values)
-    if len(a) < 2:
-        return math.nan, math.nan
-    if np.ptp(a) == 0:  # scipy warns and returns nan for a degenerate distribution
-        return float(a[0]), float(a[0])
-    res = stats.bootstrap(
-        (a,),
-        np.mean,
-        confidence_level=confidence,
-        n_resamples=n_resamples,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def summarize(
-    values: Any, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
-) -> Summary:
-    """n, mean, sample standard deviation and bootstrap CI of the finite values."""
-    a = _clean(values)
-    if len(a) == 0:
-        return Summary(0, math.nan, math.nan, math.nan, math.nan)
-    lo, hi = bootstrap_ci(a, confidence, n_resamples, seed)
-    std = float(a.std(ddof=1)) if len(a) > 1 else math.nan
-    return Summary(len(a), float(a.mean()), std, lo, hi)
-
-
-def paired_gain(
-    treated: Any, control: Any, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
-) -> Summary:
-    """Mean of treated - control over pairs (same seed), with a paired bootstrap CI.
-
-    Resampling the pairs (not the two arms apart) keeps the seed-to-seed correlation that makes
-    a paired comparison sharper.
-    """
-    t, c = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
-    if t.shape != c.shape:
-        raise ValueError(f"paired_gain: treated has {t.shape} values, control {c.shape}")
-    return summarize(t - c, confidence, n_resamples, seed)
 
 
 def _fisher_ci(r: float, n: int, se_scale: float, confidence: float) -> tuple[float, float]:
@@ -162,3 +100,95 @@ def compare_correlations(
     low = d - math.sqrt((r1 - l1) ** 2 + (u2 - r2) ** 2)
     high = d + math.sqrt((u1 - r1) ** 2 + (r2 - l2) ** 2)
     return CorrelationDifference(r1, n1, r2, n2, z, p, d, low, high)
+
+
+def bh_qvalues(p: Any) -> np.ndarray:
+    """Benjamini-Hochberg q-values of a family of p-values (NaN entries stay NaN, not counted).
+
+    The step-up procedure of Benjamini and Hochberg (1995) through scipy's
+    `false_discovery_control`; it controls the false discovery rate under independence and
+    positive regression dependence, which shared test documents and shared generators give.
+    """
+    a = np.asarray(p, dtype=float).ravel()
+    out = np.full(a.shape, math.nan)
+    keep = np.isfinite(a)
+    if keep.any():
+        out[keep] = stats.false_discovery_control(np.clip(a[keep], 0.0, 1.0), method="bh")
+    return out
+
+
+#: Up to this many distinct within-cluster arrangements, the permutation test enumerates them all.
+EXACT_PERMUTATIONS = 20000
+
+
+def _pearson_rows(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Pearson r of x against every row of ys (m, n), vectorized."""
+    xc = x - x.mean()
+    yc = ys - ys.mean(axis=1, keepdims=True)
+    den = np.sqrt((xc**2).sum()) * np.sqrt((yc**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (yc @ xc) / den
+
+
+def _within_cluster_arrangements(clusters: np.ndarray) -> int:
+    n = 1
+    for c in np.unique(clusters):
+        n *= math.factorial(int((clusters == c).sum()))
+        if n > EXACT_PERMUTATIONS:
+            return n
+    return n
+
+
+def cluster_permutation_pvalue(
+    x: Any,
+    y: Any,
+    clusters: Any,
+    method: str = "pearson",
+    n_permutations: int = 9999,
+    seed: int = 0,
+) -> tuple[float, int]:
+    """Two-sided permutation p-value of a correlation, permuting y only within clusters.
+
+    Points that share a cluster (corpora of one generator, which also share prompts and source
+    patents) are not independent: a generator that writes both farther-from-real and more useful
+    text makes X and Y correlate across generators with no within-generator link. Permuting
+    within clusters keeps every cluster's set of y values, so that between-cluster structure is
+    in the null distribution too, and only the within-cluster association is tested (the
+    restricted permutation scheme of Good, "Permutation, Parametric and Bootstrap Tests of
+    Hypotheses", 2005, ch. 3; Anderson and ter Braak, 2003). Enumerates every arrangement when
+    there are at most EXACT_PERMUTATIONS, else draws `n_permutations` (p = (1 + hits) / (1 + m)).
+    Returns (p, number of distinct arrangements); p is NaN when no permutation changes anything
+    (every cluster a single point), since such a design cannot tell association from cluster.
+    """
+    xa, ya = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    ca = np.asarray(clusters).ravel()
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya, ca = xa[keep], ya[keep], ca[keep]
+    if len(xa) < 3 or np.ptp(xa) == 0 or np.ptp(ya) == 0:
+        return math.nan, 0
+    if method == "spearman":
+        xa, ya = stats.rankdata(xa), stats.rankdata(ya)
+    elif method != "pearson":
+        raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
+    observed = abs(float(_pearson_rows(xa, ya[None, :])[0]))
+    arrangements = _within_cluster_arrangements(ca)
+    if arrangements <= 1:
+        return math.nan, 1
+    groups = [np.flatnonzero(ca == c) for c in np.unique(ca)]
+    if arrangements <= EXACT_PERMUTATIONS:
+        perms = []
+        for combo in itertools.product(*(itertools.permutations(g) for g in groups)):
+            idx = np.empty(len(ya), dtype=int)
+            for g, p in zip(groups, combo, strict=True):
+                idx[g] = p
+            perms.append(idx)
+        r = np.abs(_pearson_rows(xa, ya[np.array(perms)]))
+        # The identity arrangement is among them: p = share of arrangements at least as extreme.
+        return float(np.mean(r >= observed - 1e-12)), arrangements
+    rng = np.random.default_rng(seed)
+    idx = np.tile(np.arange(len(ya)), (n_permutations, 1))
+    for g in groups:
+        if len(g) > 1:
+            idx[:, g] = g[np.argsort(rng.random((n_permutations, len(g))), axis=1)]
+    r = np.abs(_pearson_rows(xa, ya[idx]))
+    return float((1 + np.sum(r >= observed - 1e-12)) / (1 + n_permutations)), arrangements

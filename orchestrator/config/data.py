@@ -55,6 +55,14 @@ class DataConfig(StrictModel):
         description="Low-resource regimes drawn from the train pool; nested, smaller in larger."
     )
     seed: int = Field(13, description="Seed of the split and of the regime draws.")
+    regime_draws: int = Field(
+        1,
+        ge=1,
+        description="Independent draws of every regime from the same train pool (the val and "
+        "test splits stay fixed); generation and trials run per draw, so intervals can vary "
+        "over the real patents drawn. Draw 0 is the regimes as `seed` draws them; draw d >= 1 "
+        "is named `<regime>-d<d>` and seeded from `seed` and d.",
+    )
 
     @model_validator(mode="after")
     def _regimes_distinct(self) -> DataConfig:
@@ -63,4 +71,17 @@ class DataConfig(StrictModel):
             raise ValueError(f"regimes: names must be unique, got {names}")
         if not self.regimes:
             raise ValueError("regimes: at least one regime is needed")
+        keys = self.regime_keys()
+        clash = sorted({k for k in keys if keys.count(k) > 1})
+        if clash:
+            raise ValueError(
+                f"regimes: with regime_draws={self.regime_draws} the names {clash} stand both "
+                "for a regime and for another regime's draw; rename the regime"
+            )
         return self
+
+    def regime_keys(self) -> list[str]:
+        """Every (draw, regime) as its regime key, draw by draw (tasks.split.regime_key)."""
+        from tasks.split import regime_key
+
+        return [regime_key(r.name, d) for d in range(self.regime_draws) for r in self.regimes]

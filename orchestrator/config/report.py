@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from orchestrator.config.base import StrictModel
 
-#: Trial metrics a report can be built on (columns of trials/results.parquet).
+#: Test metrics a report can be built on (columns of trials/results.parquet).
 Metric = Literal[
     "test_micro_f1",
     "test_macro_f1",
@@ -16,15 +16,54 @@ Metric = Literal[
     "test_precision",
     "test_recall",
     "test_ndcg10",
-    "val_micro_f1",
 ]
+#: Cell keys a pre-registered headline may name (tasks.report.verdict.HEADLINE_KEYS).
+HEADLINE_KEYS = (
+    "arm",
+    "ratio",
+    "real_fraction",
+    "ordering",
+    "generator",
+    "strategy",
+    "variant",
+    "family",
+    "loss",
+    "precision",
+    "attention",
+)
 
 
 class ReportConfig(StrictModel):
     enabled: bool = Field(True, description="Run the report stage.")
     metric: Metric = Field(
-        "test_micro_f1", description="Metric of gains, correlations and mixing curves."
+        "test_micro_f1",
+        description="Test metric of gains, correlations and mixing curves (only reported: "
+        "nothing is chosen on it).",
     )
-    bootstrap_samples: int = Field(2000, ge=100, description="Bootstrap resamples for CIs.")
+    select_metric: Literal["val_micro_f1"] = Field(
+        "val_micro_f1",
+        description="Validation metric every choice is made on (verdict cell, baselines, best "
+        "corpus, fixed-budget optimum).",
+    )
+    headline: dict[str, Any] | None = Field(
+        None,
+        description="Pre-register the verdict cell instead of choosing it on validation, e.g. "
+        "{family: tfidf-lr, strategy: paraphrase, ratio: 1.0}: the keys must name exactly one "
+        "augmented cell per regime; the verdict then needs no adjustment for the choice.",
+    )
+    bootstrap_samples: int = Field(
+        2000, ge=100, description="Bootstrap resamples of the test documents."
+    )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of intervals.")
-    seed: int = Field(0, description="Seed of the bootstrap.")
+    seed: int = Field(0, description="Seed of the document bootstrap and permutation tests.")
+
+    @field_validator("headline")
+    @classmethod
+    def _headline_keys(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            bad = sorted(set(v) - set(HEADLINE_KEYS))
+            if bad or not v:
+                raise ValueError(
+                    f"unknown keys {bad}; a headline names a cell by {list(HEADLINE_KEYS)}"
+                )
+        return v

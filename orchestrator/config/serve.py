@@ -45,7 +45,12 @@ class ServeConfig(StrictModel):
     num_cpus: float = Field(1, gt=0, description="CPUs per replica.")
     num_gpus: float = Field(0, ge=0, description="GPUs per replica.")
     autoscaling: AutoscalingConfig = AutoscalingConfig()
-    select_metric: str = Field("val_micro_f1", description="Metric that picks the checkpoint.")
+    select_metric: str = Field(
+        "val_micro_f1",
+        pattern=r"^val_",
+        description="Validation metric that picks the checkpoint (val_*: nothing is chosen on "
+        "test).",
+    )
     smoke: bool = Field(True, description="Run the serve smoke test at the end of `synthpat run`.")
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ from orchestrator.config.fidelity import EncoderConfig
 
 Precision = Literal["fp32", "bf16", "fp16"]
 Attention = Literal["eager", "sdpa", "flash_attention_2"]
-Loss = Literal["bce", "weighted_bce", "focal", "asymmetric"]
+Loss = Literal["bce", "weighted_bce", "focal", "asymmetric", "distribution_balanced"]
 Arm = Literal[
     "real_only",
     "duplicate_to_match",
@@ -35,6 +35,12 @@ class FinetuneFamily(StrictModel):
     )
     max_length: int = Field(256, ge=16, description="Token limit per document.")
     epochs: int = Field(3, ge=1, description="Training epochs.")
+    steps: int | None = Field(
+        None,
+        ge=1,
+        description="Optimizer steps of every trial under trials.budget=steps; None: the steps "
+        "`epochs` take on the regime's largest mix in the grid.",
+    )
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate.")
     batch_size: int = Field(16, ge=1, description="Per-worker batch size.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers per trial.")
@@ -50,6 +56,12 @@ class FrozenHeadFamily(StrictModel):
     name: str = Field("frozen_head", description="Family name in reports.")
     head: Literal["linear", "mlp"] = Field("linear", description="Head on frozen embeddings.")
     epochs: int = Field(60, ge=1, description="Head training epochs.")
+    steps: int | None = Field(
+        None,
+        ge=1,
+        description="Optimizer steps of every trial under trials.budget=steps; None: the steps "
+        "`epochs` take on the regime's largest mix in the grid.",
+    )
     learning_rate: float = Field(3e-3, gt=0, description="Head learning rate.")
     hidden: int = Field(256, ge=1, description="Hidden units of the MLP head.")
     encoder: EncoderConfig | None = Field(
@@ -141,10 +153,31 @@ class TrialsConfig(StrictModel):
     resources: TrialResources = TrialResources()
     max_failures: int = Field(1, ge=0, description="Ray Tune retries of a failed trial.")
     numerics_guard: NumericsGuardConfig = NumericsGuardConfig()
-    thresholds: Literal["global", "per_label"] = Field(
-        "per_label", description="Decision thresholds chosen on val."
+    budget: Literal["epochs", "steps"] = Field(
+        "epochs",
+        description="Training budget of the torch families: `epochs` (every trial trains its "
+        "family's epochs, so a bigger mix gets more optimizer steps) or `steps` (every trial of "
+        "a family takes the same number of optimizer steps whatever its mix size; see the "
+        "families' `steps`). TF-IDF is solved to convergence under both.",
     )
-    select_metric: str = Field("val_micro_f1", description="Metric that picks the best trial.")
+    thresholds: Literal["global", "per_label", "per_label_where_supported"] = Field(
+        "per_label_where_supported",
+        description="Decision thresholds chosen on val: one global threshold, one per label, or "
+        "one per label where the label has at least `threshold_min_positives` val positives and "
+        "the global one elsewhere (docs/thresholds.md).",
+    )
+    threshold_min_positives: int = Field(
+        5,
+        ge=1,
+        description="thresholds=per_label_where_supported: val positives a label needs for its "
+        "own threshold.",
+    )
+    select_metric: str = Field(
+        "val_micro_f1",
+        pattern=r"^val_",
+        description="Validation metric that picks the best trial (val_*: nothing is chosen on "
+        "test).",
+    )
     retrieval_k: int = Field(10, ge=1, description="k of the nDCG@k retrieval proxy.")
     retrieval_corpus: Literal["test", "train_pool"] = Field(
         "test", description="Documents ranked by the retrieval proxy."
@@ -171,6 +204,12 @@ class TrialsConfig(StrictModel):
                 f"{' and '.join(cuda_only)} need a GPU but trials.resources.gpus=0 (set "
                 "trials.resources.gpus, or trials.allow_cuda_only=true to skip those cells "
                 "with the reason recorded on machines without CUDA)"
+            )
+        stepped = [f.name for f in self.families if getattr(f, "steps", None) is not None]
+        if stepped and self.budget != "steps":
+            raise ValueError(
+                f"families {stepped} set steps but trials.budget={self.budget}: set "
+                "trials.budget=steps, or drop the families' steps"
             )
         gpus = self.resources.gpus
         multi = [f.name for f in self.families if f.kind == "finetune" and f.num_workers > 1]

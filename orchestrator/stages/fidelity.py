@@ -1,5 +1,7 @@
 """Stage `fidelity`: how far each synthetic corpus is from its regime's real data, and leakage.
 
+A corpus is compared with the real rows of its own regime draw (`regime_key` in corpora.json).
+
 Reads prepare's regimes, val and test and generate's corpora; embeds every text once through the
 shared embedding cache (Ray Data encoder actors); writes per corpus `fidelity.json` and
 `per_label.parquet`, and one `summary.parquet` row per corpus.
@@ -22,6 +24,7 @@ from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 SUMMARY_COLUMNS = [
     "corpus_id",
     "regime",
+    "draw",
     "generator",
     "strategy",
     "variant",
@@ -79,7 +82,7 @@ class FidelityStage(Stage):
         prep, gen = ctx.input_dir("prepare"), ctx.input_dir("generate")
         labels = read_labels(prep)
         corpora = read_corpora(gen)
-        real = _load_real(prep, sorted({c["regime"] for c in corpora}))
+        real = _load_real(prep, sorted({regime_key_of(c) for c in corpora}))
         heldout = pd.concat([real["val"], real["test"]], ignore_index=True)
         synth = {c["corpus_id"]: _read_corpus(gen, c) for c in corpora}
 
@@ -88,11 +91,12 @@ class FidelityStage(Stage):
         rows, per_corpus_rows = [], {}
         keywords_by_regime: dict[str, dict[str, list[str]]] = {}
         for meta in corpora:
-            cid, regime = meta["corpus_id"], meta["regime"]
+            # `regime` below is the regime key: the corpus's own draw of its regime.
+            cid, regime = meta["corpus_id"], regime_key_of(meta)
             if regime not in keywords_by_regime:
                 keywords_by_regime[regime] = _keywords(real[regime], labels, fid.keywords_per_label)
             row = {k: meta.get(k) for k in ("corpus_id", "regime", "generator", "strategy")}
-            row["variant"] = meta.get("variant")
+            row.update(variant=meta.get("variant"), draw=int(meta.get("draw", 0)))
             result = _measure_one(
                 synth[cid], real[regime], heldout, emb, labels, params, keywords_by_regime[regime]
             )
@@ -136,6 +140,11 @@ def read_corpora(gen_dir: Path) -> list[dict]:
         if missing:
             raise ValueError(f"{path}: entry {i} lacks {missing}")
     return corpora
+
+
+def regime_key_of(meta: dict) -> str:
+    """The regime key of a corpora.json entry (entries written before draws: the regime)."""
+    return str(meta.get("regime_key") or meta["regime"])
 
 
 def _read_corpus(gen_dir: Path, meta: dict) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Stage `generate`: synthetic corpora per regime x generator x strategy x variant.
+"""Stage `generate`: synthetic corpora per regime x draw x generator x strategy x variant.
 
 Plans every prompt once at the largest volume (`tasks.prompts`), generates them per generator
 with one Ray Data + vLLM pipeline (`orchestrator.generation`, resumable from the stage's work
@@ -38,6 +38,7 @@ CORPUS_COLUMNS = [
     "labels",
     "source",
     "regime",
+    "draw",
     "generator",
     "strategy",
     "variant",
@@ -78,7 +79,8 @@ class GenerateStage(Stage):
         prep = ctx.input_dir("prepare")
         labels = read_labels(prep)
         label_names = dict(zip(labels.codes, labels.names, strict=True))
-        real = {r: read_table(split_path(prep, r)) for r in regimes_of(ctx.cfg)}
+        keys = regime_draws_of(ctx.cfg)
+        real = {k: read_table(split_path(prep, k)) for k in keys}
         heldout = pd.concat(
             [read_table(split_path(prep, s))[["id", "text"]] for s in ("val", "test")],
             ignore_index=True,
@@ -89,19 +91,22 @@ class GenerateStage(Stage):
         for g in gen_cfg.generators:
             results = generate_rows(prompts, g, ctx, gen_cfg.max_retries, gen_cfg.pipeline_restarts)
             by_id = results.set_index("id")
-            for (regime, strategy, variant), rows in plans.items():
-                cid = f"{regime}__{g.name}__{strategy}__{variant}"
-                table = corpus_rows(rows, by_id, g.name, label_names)
+            for (key, strategy, variant), rows in plans.items():
+                regime, draw = keys[key]
+                cid = f"{key}__{g.name}__{strategy}__{variant}"
+                table = corpus_rows(rows, by_id, g.name, label_names, regime=regime, draw=draw)
                 kept, removed, counts = _filter(table, gen_cfg, heldout)
                 _write(ctx, cid, kept, removed)
                 corpora.append(
                     {
                         "corpus_id": cid,
                         "regime": regime,
+                        "draw": draw,
+                        "regime_key": key,
                         "generator": g.name,
                         "strategy": strategy,
                         "variant": variant,
-                        "n_real": len(real[regime]),
+                        "n_real": len(real[key]),
                         "planned": len(rows),
                         "rows": len(kept),
                         "removed": len(removed),
@@ -132,6 +137,14 @@ def regimes_of(cfg: StudyConfig) -> list[str]:
     return list(names) if names is not None else [r.name for r in cfg.data.regimes]
 
 
+def regime_draws_of(cfg: StudyConfig) -> dict[str, tuple[str, int]]:
+    """Regime key -> (regime, draw) for every draw of the regimes to generate for."""
+    from tasks.split import regime_key
+
+    names = regimes_of(cfg)
+    return {regime_key(r, d): (r, d) for d in range(cfg.data.regime_draws) for r in names}
+
+
 def planned_rows(gen_cfg: GenerationConfig, n_real: int) -> int:
     """Rows planned per corpus: the largest ratio's volume plus the filters' headroom."""
     return math.ceil(max(gen_cfg.ratios) * n_real * (1 + gen_cfg.headroom))
@@ -140,15 +153,17 @@ def planned_rows(gen_cfg: GenerationConfig, n_real: int) -> int:
 def plan_all(
     gen_cfg: GenerationConfig, real: Mapping[str, pd.DataFrame], label_names: Mapping[str, str]
 ) -> dict[tuple[str, str, str], list]:
-    """Every corpus's prompts, keyed by (regime, strategy, variant); the same for each generator."""
+    """Every corpus's prompts, keyed by (regime key, strategy, variant); the same for each
+    generator. `real` is keyed by regime key: the key names the rows and seeds them, so each
+    draw of a regime gets its own prompts and sampling seeds (draw 0 those of a single draw)."""
     from tasks.prompts import plan_prompts
 
     plans = {}
-    for regime, df in real.items():
+    for key, df in real.items():
         for strategy in gen_cfg.strategies:
             for variant in gen_cfg.variants:
-                plans[(regime, strategy, variant)] = plan_prompts(
-                    regime,
+                plans[(key, strategy, variant)] = plan_prompts(
+                    key,
                     df,
                     label_names,
                     strategy,
@@ -181,9 +196,17 @@ def generate_rows(
 
 
 def corpus_rows(
-    rows: list, by_id: pd.DataFrame, generator: str, label_names: Mapping[str, str]
+    rows: list,
+    by_id: pd.DataFrame,
+    generator: str,
+    label_names: Mapping[str, str],
+    regime: str | None = None,
+    draw: int = 0,
 ) -> pd.DataFrame:
-    """Join one corpus's plan with its generation results: cleaned text plus provenance."""
+    """Join one corpus's plan with its generation results: cleaned text plus provenance.
+
+    `regime`, `draw`: the base regime and draw the plan was made for (the plan's rows carry the
+    regime key); default: the plan's regime, draw 0."""
     from tasks.prompts import postprocess
 
     records = []
@@ -196,7 +219,8 @@ def corpus_rows(
                 "text": text,
                 "labels": list(p.target_labels),
                 "source": "synthetic",
-                "regime": p.regime,
+                "regime": regime or p.regime,
+                "draw": draw,
                 "generator": generator,
                 "strategy": p.strategy,
                 "variant": p.variant,

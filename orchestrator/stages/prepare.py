@@ -20,6 +20,8 @@ class PrepareStage(Stage):
     def config_subset(self, cfg: StudyConfig) -> dict[str, Any]:
         d = cfg.data.model_dump(mode="json")
         d["source"].pop("path")  # the file's content is hashed instead of its location
+        if d["regime_draws"] == 1:
+            d.pop("regime_draws")  # one draw is the study as before draws: same fingerprint
         return d
 
     def external_inputs(self, cfg: StudyConfig) -> dict[str, Path]:
@@ -55,6 +57,7 @@ class PrepareStage(Stage):
             val_size=data.split.val_size,
             regimes={r.name: r.size for r in data.regimes},
             seed=data.seed,
+            draws=data.regime_draws,
         )
         out = ctx.out_dir
         for split in ("train_pool", "val", "test"):
@@ -83,8 +86,10 @@ def _print_summary(s: dict[str, Any]) -> None:
     for name, st in {**s["splits"], **{f"regime {k}": v for k, v in s["regimes"].items()}}.items():
         t.add_row(name, str(st["docs"]), str(st["labels_present"]), f"{st['cardinality']:.2f}")
     console.print(t)
+    covers = s.get("label_cover_sizes", [s["label_cover_size"]])
+    cover = f"{covers[0]} docs" if len(covers) == 1 else f"{covers} docs (per draw)"
     console.print(
         f"read {s['records_read']}, rejected {s['rejected']}, no label in space "
         f"{s['dropped_no_label']}, duplicates {s['dropped_duplicates']}; label cover "
-        f"{s['label_cover_size']} docs; rarest in pool: {s['rarest_pool_labels']}"
+        f"{cover}; rarest in pool: {s['rarest_pool_labels']}"
     )

@@ -46,12 +46,15 @@ class ReportStage(Stage):
             summary = pd.read_parquet(ctx.input_dir("fidelity") / "summary.parquet")
         numerics = _read_numerics(trials / "numerics.json")
         opts = StatsOptions(rep.confidence, rep.bootstrap_samples, rep.seed)
-        with console.status("report: bootstrap intervals, correlations, figures"):
+        scores = doc_scores(trials, ctx.input_dir("prepare"), results)
+        with console.status("report: intervals, correlations, figures"):
             res = write_report(
                 results, summary, numerics, ctx.out_dir, regime_order(ctx.cfg), ctx.cfg.study,
-                rep.metric, opts,
+                rep.metric, opts, scores, rep.select_metric, rep.headline,
             )  # fmt: skip
         paper = res.tables["paper_vs_run"]
+        for v in res.verdict:
+            console.print(f"[bold]verdict[/bold] {v['sentence']}")
         console.print(f"report: {ctx.store.stage_dir('report') / 'report.html'}")
         return StageOutput(
             rows={
@@ -61,7 +64,14 @@ class ReportStage(Stage):
                 "correlations": len(res.tables["correlations"]),
                 "figures": len(res.figures),
             },
-            summary={"paper_vs_run": paper.to_dict("records")},
+            summary={
+                "paper_vs_run": paper.to_dict("records"),
+                "verdict": [v["sentence"] for v in res.verdict],
+                "status_note": "; ".join(
+                    f"{v['regime']}: {v['gain']:+.3f} ({'significant' if v['significant'] else 'n.s.'})"  # noqa: E501
+                    for v in res.verdict
+                ),
+            },
         )
 
 
@@ -79,6 +89,28 @@ def deps_of(cfg: StudyConfig) -> tuple[str, ...]:
 def regime_order(cfg: StudyConfig) -> list[str]:
     """Regime names from the smallest to the largest (the order of Fisher z comparisons)."""
     return [r.name for r in sorted(cfg.data.regimes, key=lambda r: r.size)]
+
+
+def doc_scores(trials_dir: Path, prepare_dir: Path, results: Any) -> Any:
+    """Per-trial test decisions and per-query nDCG (trials/predictions/) against the prepare
+    stage's test labels, for the document bootstrap; None when the run has no predictions."""
+    from orchestrator.train import label_matrix
+    from orchestrator.trials_fit import read_predictions
+    from tasks.corpus import read_labels, read_table, split_path
+    from tasks.inference import DocScores
+
+    folder = trials_dir / "predictions"
+    if not folder.is_dir():
+        return None
+    ok = results[results.status == "ok"].trial_id.astype(str)
+    preds = {
+        t: read_predictions(folder / f"{t}.npz") for t in ok if (folder / f"{t}.npz").is_file()
+    }
+    if not preds:
+        return None
+    labels = read_labels(prepare_dir)
+    y = label_matrix(read_table(split_path(prepare_dir, "test")), list(labels.codes))
+    return DocScores.from_predictions(preds, y)
 
 
 def _read_numerics(path: Path) -> list[dict[str, Any]]:

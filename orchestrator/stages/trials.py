@@ -23,7 +23,7 @@ from orchestrator.config.fidelity import EncoderConfig
 from orchestrator.config.trials import SCHEDULING_FIELDS
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 from orchestrator.trials import TrialCell, check_unique, expand_grid, ratios_of, volume
-from orchestrator.trials_fit import RESULT_COLUMNS, TrialData, keep_key
+from orchestrator.trials_fit import RESULT_COLUMNS, TrialData, cell_columns, keep_key
 
 
 class TrialsStage(Stage):
@@ -104,7 +104,7 @@ def _encoder(cfg: StudyConfig) -> EncoderConfig:
 
 def _load(ctx: StageContext) -> tuple[TrialData, list[dict]]:
     from orchestrator.stages.fidelity import _read_corpus, read_corpora
-    from orchestrator.trials import regimes_of
+    from orchestrator.trials import regime_keys_of, regimes_of
     from tasks.corpus import read_labels, read_table, split_path
 
     cfg, t = ctx.cfg, _section(ctx.cfg)
@@ -125,7 +125,7 @@ def _load(ctx: StageContext) -> tuple[TrialData, list[dict]]:
     data = TrialData(
         labels=list(labels.codes),
         names=list(labels.names),
-        real={r: read_table(split_path(prep, r)) for r in regimes_of(cfg)},
+        real={k: read_table(split_path(prep, k)) for k in regime_keys_of(cfg)},
         corpora=synth,
         val=read_table(split_path(prep, "val")),
         test=read_table(split_path(prep, "test")),
@@ -133,6 +133,7 @@ def _load(ctx: StageContext) -> tuple[TrialData, list[dict]]:
         encoder=_encoder(cfg).model_dump(include={"model", "max_length"}),
         cache_dir=str(ctx.store.run_dir / "cache" / "tokens"),
         thresholds=t.thresholds,
+        threshold_min_positives=t.threshold_min_positives,
         retrieval_k=t.retrieval_k,
     )
     return data, corpora
@@ -152,8 +153,10 @@ def _agreement_filter(cfg: StudyConfig, data: TrialData, corpora: list[dict]) ->
     """`filtered` arm: synthetic rows whose labels a real-only TF-IDF classifier agrees with.
 
     Agreement: Jaccard overlap of the row's labels with the classifier's predicted set (val-tuned
-    thresholds) at least `trials.filter_min_overlap`. One classifier per regime, trained once.
+    thresholds) at least `trials.filter_min_overlap`. One classifier per regime key (each draw
+    of a regime judges its own corpora), trained once.
     """
+    from orchestrator.stages.fidelity import regime_key_of
     from tasks.evaluation import choose_thresholds, jaccard_matrix
     from tasks.heads import TfidfConfig, train_tfidf_linear
     from tasks.mixes import slice_volume
@@ -161,7 +164,7 @@ def _agreement_filter(cfg: StudyConfig, data: TrialData, corpora: list[dict]) ->
     t = _section(cfg)
     keep: dict[str, set[str]] = {}
     judges = {}
-    for regime, real in data.real.items():
+    for key, real in data.real.items():
         clf = train_tfidf_linear(
             real.text.tolist(),
             data.y(real),
@@ -172,11 +175,11 @@ def _agreement_filter(cfg: StudyConfig, data: TrialData, corpora: list[dict]) ->
             names=data.names,
         )
         p_val = clf.predict_proba(data.val.text.tolist())
-        judges[regime] = (clf, choose_thresholds(data.y(data.val), p_val, "global"))
+        judges[key] = (clf, choose_thresholds(data.y(data.val), p_val, "global"))
     for c in corpora:
-        clf, th = judges[c["regime"]]
+        clf, th = judges[regime_key_of(c)]
         syn = data.corpora[c["corpus_id"]]
-        n_real = len(data.real[c["regime"]])
+        n_real = len(data.real[regime_key_of(c)])
         for r in ratios_of(cfg):
             vol = slice_volume(syn, r, n_real)
             assert len(vol) == volume(r, n_real, len(syn))
@@ -204,11 +207,12 @@ def _embed(ctx: StageContext, data: TrialData) -> None:
 
 
 def _row_fidelity(data: TrialData) -> dict[str, dict[str, float]]:
-    """Per synthetic row: cosine similarity to its regime's real centroid (higher = faithful)."""
+    """Per synthetic row: cosine similarity to its regime draw's real centroid (higher: closer)."""
     out = {}
     for cid, syn in data.corpora.items():
-        regime = cid.split("__", 1)[0]
-        real = data.real.get(regime)
+        # A corpus id starts with the regime key of the draw it was generated from.
+        key = cid.split("__", 1)[0]
+        real = data.real.get(key)
         if real is None or syn.empty:
             continue
         centroid = data.embeddings(real.text.tolist()).mean(0)
@@ -331,7 +335,7 @@ def _assemble(
     """One row per cell; checkpoints copied into checkpoints/<trial_id>/."""
     rows = []
     for c in cells:
-        base = {k: getattr(c, k) for k in RESULT_COLUMNS if hasattr(c, k)}
+        base = cell_columns(c)
         res = results.get(c.trial_id)
         flag = flags.get((c.family, c.precision, c.attention), {})
         if c.status == "skipped":
@@ -342,6 +346,7 @@ def _assemble(
         else:
             row = {**base, **res["row"]}
             row["checkpoint"] = _copy_checkpoint(ctx, c.trial_id, res["checkpoint"])
+            _copy_predictions(ctx, c.trial_id, res["checkpoint"])
         row["numerics_flag"] = bool(flag.get("flagged", False))
         rows.append(row)
     return pd.DataFrame.from_records(rows).reindex(columns=RESULT_COLUMNS)
@@ -363,8 +368,28 @@ def _copy_checkpoint(ctx: StageContext, trial_id: str, checkpoint: Any) -> str:
     return f"checkpoints/{trial_id}"
 
 
+def _copy_predictions(ctx: StageContext, trial_id: str, checkpoint: Any) -> None:
+    """The trial's predictions.npz to predictions/<trial_id>.npz (the report reads them)."""
+    from orchestrator.trials_fit import PREDICTIONS
+
+    target = ctx.out_dir / "predictions" / f"{trial_id}.npz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    local = ctx.work_dir / "done" / trial_id / PREDICTIONS
+    if local.is_file():
+        shutil.copyfile(local, target)
+    elif checkpoint is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint.to_directory(tmp)
+            if (Path(tmp) / PREDICTIONS).is_file():
+                shutil.copyfile(Path(tmp) / PREDICTIONS, target)
+
+
 def _note(ok: pd.DataFrame) -> str:
     if ok.empty:
         return "no trial finished"
-    by_arm = ok.groupby("arm").test_micro_f1.mean().sort_values(ascending=False)
-    return "; ".join(f"{arm}: micro-F1 {v:.3f}" for arm, v in by_arm.items())
+    # In grid order, not ranked: which arm is "best" is the report's call, made on validation.
+    by_arm = ok.groupby("arm", sort=False)[["val_micro_f1", "test_micro_f1"]].mean()
+    return "; ".join(
+        f"{arm}: micro-F1 val {v.val_micro_f1:.3f} / test {v.test_micro_f1:.3f}"
+        for arm, v in by_arm.iterrows()
+    )

@@ -25,6 +25,34 @@ def _num(x: Any, fmt: str = "{:.3f}") -> str:
     return fmt.format(x) if isinstance(x, int | float) and math.isfinite(x) else "n/a"
 
 
+def _p(x: Any) -> str:
+    return _num(x, "{:.3g}")
+
+
+def display_verdict(verdict: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per regime: the verdict cell, its controlled gain and the test behind it."""
+    return pd.DataFrame(
+        {
+            "regime": [v["regime"] for v in verdict],
+            "verdict": [
+                ("helps" if v["gain"] > 0 else "hurts") if v["significant"] else "not significant"
+                for v in verdict
+            ],
+            "controlled gain [CI]": [_ci(v["gain"], v["ci_low"], v["ci_high"]) for v in verdict],
+            "p": [_p(v["p"]) for v in verdict],
+            "q": [_p(v["q"]) for v in verdict],
+            "cell": [v["cell_text"] for v in verdict],
+            "chosen": [
+                f"on validation among {v['n_cells_compared']}"
+                if v["selected_by"] == "validation"
+                else "pre-registered"
+                for v in verdict
+            ],
+            "over": [v["units_text"] for v in verdict],
+        }
+    )
+
+
 def display_gains(g: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -34,19 +62,22 @@ def display_gains(g: pd.DataFrame) -> pd.DataFrame:
             "arm": g.arm,
             "corpus": _corpus(g),
             "ratio": g.ratio.map(lambda x: _num(x, "{:g}")),
-            "mean": g["mean"].map(_num),
-            "trials": g.n_trials,
+            "ordering": g.ordering,
+            "val": g.val_mean.map(_num),
+            "test": g["mean"].map(_num),
             "vs duplicate_to_match": [
                 _ci(*t)
                 for t in zip(g.gain_control, g.gain_control_low, g.gain_control_high, strict=True)
             ],
-            "vs best baseline": [
-                f"{_ci(*t[:3])} ({t[3]})"
+            "p": g.gain_control_p.map(_p),
+            "q": g.gain_control_q.map(_p),
+            "vs best baseline (val)": [
+                f"{_ci(*t[:3])} ({t[3]})" if t[3] else "n/a"
                 for t in zip(
                     g.gain_baseline,
                     g.gain_baseline_low,
                     g.gain_baseline_high,
-                    g.baseline_loss,
+                    g.baseline,
                     strict=True,
                 )
             ],
@@ -56,6 +87,7 @@ def display_gains(g: pd.DataFrame) -> pd.DataFrame:
                     g.gain_real_only, g.gain_real_only_low, g.gain_real_only_high, strict=True
                 )
             ],
+            "over": g.over,
         }
     )
 
@@ -67,6 +99,7 @@ def display_agg(agg: pd.DataFrame, metric: str) -> pd.DataFrame:
             "regime": agg.regime,
             "arm": agg.arm,
             "corpus": _corpus(agg),
+            "ratio": agg.ratio.map(lambda x: _num(x, "{:g}")),
             "size": agg.control_size.map(lambda x: _num(x, "{:.0f}")),
             "family": agg.family,
             "loss": agg.loss,
@@ -75,13 +108,15 @@ def display_agg(agg: pd.DataFrame, metric: str) -> pd.DataFrame:
             "ok": agg.n_ok,
             "failed": agg.n_failed,
             "skipped": agg.n_skipped,
+            "val": agg["val_micro_f1_mean"].map(_num),
             m: [
                 f"{_num(a)} [{_num(b)}, {_num(c)}]"
                 for a, b, c in zip(
                     agg[f"{m}_mean"], agg[f"{m}_ci_low"], agg[f"{m}_ci_high"], strict=True
                 )
             ],
-            "sd": agg[f"{m}_std"].map(_num),
+            "sd over runs": agg[f"{m}_std"].map(_num),
+            "over": agg.over,
         }
     )
 
@@ -93,17 +128,19 @@ def display_pairs(c: pd.DataFrame) -> pd.DataFrame:
             "regime": c.regime,
             "arm": c.arm,
             "corpus": _corpus(c),
+            "ratio": c.ratio.map(lambda x: _num(x, "{:g}")),
             "ordering": c.ordering,
             "family": c.family,
             "loss": c.loss,
-            "mean": c["mean"].map(_num),
+            "test": c["mean"].map(_num),
             "gain": [
                 _ci(*t)
                 for t in zip(
                     c.gain_reference, c.gain_reference_low, c.gain_reference_high, strict=True
                 )
             ],
-            "seed pairs": c.n_reference,
+            "p": c.gain_reference_p.map(_p),
+            "over": c.over,
         }
     )
 
@@ -114,17 +151,23 @@ def display_corr(corr: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "regime": c.regime,
+            "ratio": c.ratio.map(lambda x: _num(x, "{:g}")),
             "family": c.family,
+            "loss": c.loss,
+            "numerics": c.precision + "/" + c.attention,
             "measure": c.measure,
             "method": c.method,
             "n corpora": c.n,
+            "generators": c.generators,
             "r": c.r.map(lambda x: _num(x, "{:+.3f}")),
-            "CI": [
+            "Fisher CI (independent corpora)": [
                 f"[{_num(a, '{:+.3f}')}, {_num(b, '{:+.3f}')}]"
                 for a, b in zip(c.ci_low, c.ci_high, strict=True)
             ],
-            "p": c.p.map(lambda x: _num(x, "{:.3g}")),
-            "seed pairs per point": c.trials_per_point,
+            "p": c.p.map(_p),
+            "p from": c.p_method,
+            "q": c.q.map(_p),
+            "runs per point": c.trials_per_point,
         }
     )
 
@@ -134,12 +177,15 @@ def display_fisher(d: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "family": d.family,
+            "ratio": d.ratio.map(lambda x: _num(x, "{:g}")),
+            "loss": d.loss,
             "measure": d.measure,
-            "regimes": d.regime_1 + " vs " + d.regime_2,
+            "regimes": d.regime_1 + " (smallest) vs " + d.regime_2 + " (largest)",
             "r1 (n1)": [f"{f(a)} ({b})" for a, b in zip(d.r1, d.n1, strict=True)],
             "r2 (n2)": [f"{f(a)} ({b})" for a, b in zip(d.r2, d.n2, strict=True)],
             "z": d.z.map(f),
-            "p": d.p.map(lambda x: _num(x, "{:.3g}")),
+            "p": d.p.map(_p),
+            "q": d.q.map(_p),
             "r1 - r2 [CI]": [
                 f"{f(a)} [{f(b)}, {f(c)}]"
                 for a, b, c in zip(d["diff"], d.ci_low, d.ci_high, strict=True)
@@ -157,11 +203,28 @@ def display_curve(c: pd.DataFrame) -> pd.DataFrame:
             "ordering": c.ordering,
             "real share": c.real_fraction.map(lambda x: f"{x:.0%}"),
             "trials": c.n_trials,
-            "mean [CI]": [
+            "val": c.val_mean.map(_num),
+            "test mean [CI]": [
                 f"{_num(a)} [{_num(b)}, {_num(d)}]"
                 for a, b, d in zip(c["mean"], c.ci_low, c.ci_high, strict=True)
             ],
-            "optimum": ["yes" if o else "" for o in c.optimum],
+            "optimum (val)": ["yes" if o else "" for o in c.optimum],
+            "over": c.over,
+        }
+    )
+
+
+def display_fewshot(f: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "regime": f.regime,
+            "few-shot baseline": f.fewshot_family + " (real only, " + f.fewshot_loss + ")",
+            "chosen on val among": f.n_fewshot_cells,
+            "few-shot test": f.fewshot_mean.map(_num),
+            "verdict cell test": f.headline_mean.map(_num),
+            "gain [CI]": [_ci(*t) for t in zip(f.gain, f.ci_low, f.ci_high, strict=True)],
+            "p": f.p.map(_p),
+            "over": f.over,
         }
     )
 
@@ -171,8 +234,10 @@ def display_retrieval(r: pd.DataFrame) -> pd.DataFrame:
         {
             "regime": r.regime,
             "family": r.family,
+            "loss": r.loss,
             "arm": r.arm,
             "corpus": _corpus(r),
+            "ratio": r.ratio.map(lambda x: _num(x, "{:g}")),
             "micro-F1 change": [
                 _ci(*t) for t in zip(r.f1_change, r.f1_change_low, r.f1_change_high, strict=True)
             ],
@@ -181,7 +246,7 @@ def display_retrieval(r: pd.DataFrame) -> pd.DataFrame:
                 for t in zip(r.ndcg_change, r.ndcg_change_low, r.ndcg_change_high, strict=True)
             ],
             "nDCG@10 relative": r.ndcg_change_rel.map(lambda x: _num(x, "{:+.0%}")),
-            "seed pairs": r.n_f1_change,
+            "paired runs": r.n_f1_change,
         }
     )
 

@@ -101,8 +101,9 @@ def gains_figure(
     caption = (
         f"Gain in {metric} of each augmented arm over its own duplicate_to_match volume control "
         f"(circles, the controlled synthetic gain) and over real_only with the same loss "
-        f"(squares, raw gain: volume plus content), with {confidence:.0%} paired "
-        f"bootstrap CIs over seeds. {_trials(gains.n_control)} seed pairs per point."
+        f"(squares, raw gain: volume plus content), with {confidence:.0%} paired intervals "
+        f"({gains.method.iloc[0]}). {_trials(gains.n_gain_control)} paired runs per point "
+        f"({gains.over.iloc[0]})."
     )
     return Figure("gains", path, "Synthetic gain: controlled vs raw", caption)
 
@@ -143,9 +144,9 @@ def mmd_figure(
     plt.close(fig)
     caption = (
         "MMD^2 between each synthetic corpus and the real regime (x) against that corpus's "
-        f"controlled gain over duplicate_to_match (y, {confidence:.0%} paired "
-        f"bootstrap CI), per regime; the title gives Pearson r over n corpora. "
-        f"{_trials(joined.n_control)} seed pairs per point."
+        f"controlled gain over duplicate_to_match (y, {confidence:.0%} paired interval), "
+        f"per regime; the title gives Pearson r over n corpora. "
+        f"{_trials(joined.n_gain_control)} paired runs per point ({joined.over.iloc[0]})."
     )
     return Figure("mmd_vs_gain", path, "Fidelity (MMD) vs controlled gain", caption)
 
@@ -166,8 +167,6 @@ def fixed_budget_figure(
         ax.fill_between(g.real_fraction, g.ci_low, g.ci_high, color=f"C{i}", alpha=0.2)
         opt = g[g.optimum].iloc[0]
         ax.plot(opt.real_fraction, opt["mean"], "*", ms=14, color=f"C{i}")
-        if math.isfinite(opt.optimum_low):
-            ax.hlines(opt["mean"], opt.optimum_low, opt.optimum_high, color=f"C{i}", lw=3)
     ax.set_xlabel("real share of the training budget")
     ax.set_ylabel(metric)
     ax.legend(fontsize=8)
@@ -177,8 +176,8 @@ def fixed_budget_figure(
     plt.close(fig)
     caption = (
         f"{metric} against the real share of a fixed training budget (the rest synthetic); band: "
-        f"{confidence:.0%} bootstrap CI of the mean over seeds; star: the optimum, with a "
-        f"horizontal bar for the seed-bootstrap interval of its location. "
+        f"{confidence:.0%} interval of the mean ({curve.method.iloc[0]}); star: the share with "
+        f"the best validation metric (chosen on validation, shown on test). "
         f"{_trials(curve.n_trials)} trials per point."
     )
     return Figure("fixed_budget", path, "Fixed-budget mixing curve", caption)
@@ -212,7 +211,8 @@ def retrieval_figure(ret: pd.DataFrame, out: Path, confidence: float = 0.95) -> 
     plt.close(fig)
     caption = (
         "Retrieval proxy (nDCG@10, relevance = Jaccard overlap of label sets) change against "
-        "micro-F1 change, both over real_only of the same seed, one point per augmented cell "
-        f"({confidence:.0%} paired bootstrap CIs). {_trials(ret.n_f1_change)} seed pairs per point."
+        "micro-F1 change, both over real_only of the same draw and seed, one point per augmented "
+        f"cell ({confidence:.0%} paired intervals). {_trials(ret.n_f1_change)} paired runs per "
+        "point."
     )
     return Figure("retrieval", path, "Retrieval proxy vs classification", caption)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from tasks.inference import DOC_METRICS, DocResampler, DocScores
 from tasks.report import display
 from tasks.report import figures as figs
 from tasks.report.findings import (
@@ -19,27 +21,36 @@ from tasks.report.findings import (
     with_fidelity,
 )
 from tasks.report.tables import (
-    CELL,
+    Analysis,
     StatsOptions,
     aggregate,
     controlled_gains,
     fixed_budget_curve,
+    loss_comparisons,
     mixing_comparisons,
     normalize,
     numerics_table,
-    paired_comparison,
     retrieval_vs_classification,
+    variance_components,
 )
+from tasks.report.verdict import attach_fewshot, fewshot_comparison, verdicts
 
 GAINS_TEXT = (
-    "Each augmented arm against its own duplicate_to_match control (same size, real rows "
-    "resampled), the best real-only loss, and real_only with the same loss; paired bootstrap "
-    "CIs over seeds."
+    "Each augmented cell against its own duplicate_to_match control: the regime's real rows "
+    "duplicated to the same number of rows, trained with the same optimizer steps; this is the "
+    "only volume-controlled gain. Beside it: the gain over the best non-augmentation baseline, "
+    "chosen on validation among real_only and same-size duplicate_to_match over the losses "
+    "(volume-controlled only when the chosen baseline is a duplicate_to_match, named in the "
+    "column), and the raw gain over real_only with the same loss (volume plus content). "
+    "q: Benjamini-Hochberg over every cell's controlled-gain p-value."
 )
 FIDELITY_TEXT = (
-    "Per regime, correlation between each corpus's fidelity measure and its controlled gain "
-    "(Pearson with a Fisher-z CI, Spearman with the 1.06/sqrt(n-3) SE); Fisher's z compares two "
-    "regimes, with Zou's CI on r1 - r2. Intervals need n >= 4 corpora."
+    "Per regime, correlation across corpora between each fidelity measure and the controlled "
+    "gain. Corpora of one generator are not independent, so p comes from a permutation test "
+    "that permutes gains only within a generator (the parametric p when every generator has one "
+    "corpus); q: Benjamini-Hochberg over every row of the table. The Fisher-z interval of r "
+    "assumes independent corpora. Fisher's z compares the smallest and the largest regime; it "
+    "treats the two regimes' corpora as independent samples (each regime generates its own)."
 )
 
 
@@ -55,23 +66,45 @@ class Section:
 
 @dataclass
 class ReportResult:
-    """What `write_report` wrote: the tables by name and the figures."""
+    """What `write_report` wrote: the tables by name, the figures and the verdict."""
 
     tables: dict[str, pd.DataFrame]
     figures: list[figs.Figure]
     sections: list[Section]
+    verdict: list[dict[str, Any]] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
 
 
-def loss_comparisons(results: pd.DataFrame, metric: str, opts: StatsOptions) -> pd.DataFrame:
-    """Each real-only loss against bce on the same seed (the non-augmentation baselines)."""
-    df = normalize(results)
-    real = df.arm == "real_only"
-    if not ((real & (df.loss == "bce")).any() and (real & (df.loss != "bce")).any()):
-        return pd.DataFrame()
-    keys = ["regime", "family", "precision", "attention", "seed"]
-    return paired_comparison(
-        df, metric, real & (df.loss != "bce"), real & (df.loss == "bce"), keys, opts, "vs bce"
+def _budget_note(results: pd.DataFrame) -> str:
+    if "budget" not in results.columns or results["budget"].dropna().empty:
+        return "Training budget: epochs (each family's `epochs`)."
+    budgets = sorted(set(results["budget"].dropna().astype(str)))
+    if budgets == ["steps"]:
+        return (
+            "Training budget: steps (every trial of a torch family ran the same number of "
+            "optimizer steps whatever its size; TF-IDF is fitted to convergence)."
+        )
+    return (
+        f"Training budget: {', '.join(budgets)} (under `epochs` an arm with more rows also "
+        "trains for more steps; only the duplicate_to_match control matches both rows and steps)."
     )
+
+
+def _analysis(
+    results: pd.DataFrame,
+    scores: DocScores | None,
+    metric: str,
+    select: str,
+    opts: StatsOptions,
+) -> Analysis:
+    resampler = None
+    short = metric.removeprefix("test_")
+    if scores is not None and len(scores.trial_ids) and short in DOC_METRICS:
+        try:
+            resampler = DocResampler(scores, short, opts.n_resamples, opts.seed)
+        except ValueError:
+            resampler = None  # e.g. no per-query nDCG in older predictions
+    return Analysis(results, metric, select, opts, resampler)
 
 
 def build_sections(
@@ -82,24 +115,39 @@ def build_sections(
     regime_order: list[str],
     metric: str = "test_micro_f1",
     opts: StatsOptions | None = None,
+    scores: DocScores | None = None,
+    select: str = "val_micro_f1",
+    headline: dict[str, Any] | None = None,
 ) -> ReportResult:
     """Compute every table and figure of the report; write figures under out_dir/figures."""
     opts = opts or StatsOptions()
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     conf = opts.confidence
-    agg = aggregate(results, opts)
-    gains = controlled_gains(results, metric, opts)
+    a = _analysis(results, scores, metric, select, opts)
+    agg = aggregate(a)
+    gains = controlled_gains(a)
+    verdict = verdicts(a, gains, regime_order, headline)
+    fewshot = fewshot_comparison(a, gains, verdict)
+    attach_fewshot(verdict, fewshot)
     joined = with_fidelity(gains, summary)
-    corr = fidelity_correlations(joined, conf)
+    corr = fidelity_correlations(joined, conf, seed=opts.seed)
     fisher = regime_comparisons(corr, regime_order, conf)
-    curve = fixed_budget_curve(results, metric, opts)
-    mixing = mixing_comparisons(results, metric, opts)
-    losses = loss_comparisons(results, metric, opts)
-    retrieval = retrieval_vs_classification(results, opts)
-    num = numerics_table(numerics, results, metric)
-    paper = paper_vs_run(agg, gains, fisher, curve, retrieval, regime_order, metric)
+    curve = fixed_budget_curve(a)
+    mixing = mixing_comparisons(a)
+    losses = loss_comparisons(a)
+    nd = _analysis(results, scores, "test_ndcg10", select, opts) if metric != "test_ndcg10" else a
+    f1 = (
+        a
+        if metric == "test_micro_f1"
+        else _analysis(results, scores, "test_micro_f1", select, opts)
+    )
+    retrieval = retrieval_vs_classification(f1, nd)
+    num = numerics_table(numerics, a)
+    paper = paper_vs_run(verdict, gains, fisher, curve, retrieval, regime_order, agg, metric)
+    components = variance_components(a, gains) if not gains.empty else pd.DataFrame()
     tables = {
+        "verdict": display.display_verdict(verdict) if verdict else pd.DataFrame(),
         "aggregate": agg,
         "controlled_gains": gains,
         "fidelity_gain": joined,
@@ -108,19 +156,33 @@ def build_sections(
         "fixed_budget": curve,
         "mixing": mixing,
         "losses": losses,
+        "fewshot": fewshot,
         "retrieval": retrieval,
         "numerics": num,
         "paper_vs_run": paper,
+        "variance_components": components,
     }
+    methods = sorted(set(gains.method)) if not gains.empty else sorted(set(agg.get("method", [])))
     made: list[figs.Figure] = []
-    sections = [
+    if verdict:
+        text = "\n\n".join(f"- {v['sentence']}" for v in verdict)
+        sections = [Section("Verdict", text, [("", tables["verdict"])])]
+    else:
+        sections = [
+            Section(
+                "Verdict",
+                "No verdict: no augmented cell with its duplicate_to_match control finished, so "
+                "this run cannot say whether synthetic text helps beyond volume.",
+            )
+        ]
+    sections.append(
         Section(
             "Paper vs this run",
-            f"Headline figures of the paper beside the same "
-            f"quantities from this run ({metric}, {conf:.0%} CIs).",
+            f"Headline figures of the paper beside the same quantities from this run ({metric}, "
+            f"{conf:.0%} intervals); every cell shown was chosen on {select}, never on test.",
             [("", paper)],
         )
-    ]
+    )
     if gains.empty:
         sections.append(Section("Synthetic gain", "No augmented arm ran: real-only study."))
     else:
@@ -129,7 +191,7 @@ def build_sections(
         sections.append(
             Section(
                 "Synthetic gain, controlled for volume",
-                GAINS_TEXT,
+                f"{GAINS_TEXT} {_budget_note(results)}",
                 [("", display.display_gains(gains))],
                 [f] if f else [],
             )
@@ -149,17 +211,12 @@ def build_sections(
         if not fisher.empty:
             tabs.append(
                 (
-                    "Fisher z: difference of Pearson r between regimes",
+                    "Fisher z: difference of Pearson r, smallest vs largest regime",
                     display.display_fisher(fisher),
                 )
             )
         sections.append(
-            Section(
-                "Fidelity vs controlled gain",
-                FIDELITY_TEXT,
-                tabs,
-                [f] if f else [],
-            )
+            Section("Fidelity vs controlled gain", FIDELITY_TEXT, tabs, [f] if f else [])
         )
     mix_tabs = []
     if not curve.empty:
@@ -167,9 +224,21 @@ def build_sections(
         made += [f] if f else []
         mix_tabs.append(("Fixed-budget curve", display.display_curve(curve)))
     if not mixing.empty:
-        mix_tabs.append(("Orderings, filtering and ensembling", display.display_pairs(mixing)))
+        mix_tabs.append(
+            (
+                "Orderings (same rows and steps), filtering (fewer rows) and ensembling",
+                display.display_pairs(mixing),
+            )
+        )
     if not losses.empty:
         mix_tabs.append(("Real-only losses vs bce", display.display_pairs(losses)))
+    if not fewshot.empty:
+        mix_tabs.append(
+            (
+                "Verdict cell vs the few-shot baseline (SetFit on the same real patents)",
+                display.display_fewshot(fewshot),
+            )
+        )
     mix_figs = [f for f in made if f.name == "fixed_budget"]
     text = "" if mix_tabs else "No fixed-budget, ordering, filtering, ensemble or loss axis ran."
     sections.append(Section("Mixing and baselines", text, mix_tabs, mix_figs))
@@ -196,11 +265,30 @@ def build_sections(
     sections.append(
         Section(
             "All grid cells",
-            f"Mean {metric} [{conf:.0%} bootstrap CI] and sd over seeds.",
+            f"Mean validation micro-F1 and {metric} with its {conf:.0%} interval, and the sd "
+            "over runs, per cell in grid order.",
             [("", display.display_agg(agg, metric))],
         )
     )
-    return ReportResult(tables, made, sections)
+    sections.append(Section("How these figures were computed", _methods_text(methods, a, opts)))
+    return ReportResult(tables, made, sections, verdict, methods)
+
+
+def _methods_text(methods: list[str], a: Analysis, opts: StatsOptions) -> str:
+    docs = (
+        f"{a.n_docs} test documents resampled {opts.n_resamples} times (seed {opts.seed}), "
+        "the same resamples for every trial"
+        if a.n_docs
+        else "test documents not resampled (no per-trial predictions)"
+    )
+    lines = [
+        f"Choices (verdict cell, baselines, best corpus, fixed-budget optimum) are made on "
+        f"{a.select}; {a.metric} is only reported.",
+        "Intervals: " + ("; ".join(methods) if methods else "n/a") + f"; {docs}.",
+        "With one regime draw an interval is conditional on that draw of real patents; set "
+        "data.regime_draws to vary it. Details and references: docs/statistics.md.",
+    ]
+    return " ".join(lines)
 
 
 def _md_table(df: pd.DataFrame) -> str:
@@ -281,10 +369,16 @@ def write_report(
     study: str,
     metric: str = "test_micro_f1",
     opts: StatsOptions | None = None,
+    scores: DocScores | None = None,
+    select: str = "val_micro_f1",
+    headline: dict[str, Any] | None = None,
 ) -> ReportResult:
-    """Write tables/*.csv|parquet, figures/*.png, report.md and report.html into out_dir."""
+    """Write tables/*.csv|parquet, figures/*.png, verdict.json, variance_components.json,
+    report.md and report.html into out_dir."""
     opts = opts or StatsOptions()
-    res = build_sections(results, summary, numerics, out_dir, regime_order, metric, opts)
+    res = build_sections(
+        results, summary, numerics, out_dir, regime_order, metric, opts, scores, select, headline
+    )
     tdir = out_dir / "tables"
     tdir.mkdir(parents=True, exist_ok=True)
     for name, t in res.tables.items():
@@ -292,25 +386,59 @@ def write_report(
         t.astype({c: str for c in t.columns if t[c].dtype == object}).to_parquet(
             tdir / f"{name}.parquet", index=False
         )
+    verdict_doc = {
+        "study": study,
+        "metric": metric,
+        "select_metric": select,
+        "confidence": opts.confidence,
+        "regimes": res.verdict,
+    }
+    (out_dir / "verdict.json").write_text(json.dumps(verdict_doc, indent=2, default=_json))
+    comp = res.tables["variance_components"]
+    (out_dir / "variance_components.json").write_text(
+        json.dumps(pooled_components(comp), indent=2, default=_json)
+    )
     status = normalize(results).status.value_counts()
     header = (
         f"Study {study}: {len(results)} trials ({int(status.get('ok', 0))} ok, "
         f"{int(status.get('failed', 0))} failed, {int(status.get('skipped', 0))} skipped); "
-        f"metric {metric}; {opts.confidence:.0%} intervals from {opts.n_resamples} bootstrap "
-        f"resamples over seeds (seed {opts.seed})."
+        f"measured on {metric}, every choice made on {select}; {opts.confidence:.0%} intervals "
+        "(see the last section for how)."
     )
-    seeds = normalize(results).query("status == 'ok'").groupby(CELL, dropna=False).size()
-    if len(seeds) and seeds.min() < 5:
-        # A percentile bootstrap over 2-4 seeds can only take a handful of values: say so.
-        header += (
-            f" Some cells have only {int(seeds.min())} seed(s): their bootstrap intervals are "
-            f"too narrow to read as {opts.confidence:.0%} coverage; firm conclusions need more "
-            "seeds."
-        )
     title = f"synthpat report: {study}"
     (out_dir / "report.md").write_text(render_markdown(title, header, res.sections, out_dir))
     (out_dir / "report.html").write_text(render_html(title, header, res.sections))
     return res
 
 
-__all__ = ["ReportResult", "Section", "write_report", "build_sections"]
+def pooled_components(comp: pd.DataFrame) -> dict[str, Any]:
+    """Variance components averaged over cells, overall and per family kind (for the plan)."""
+    if comp.empty:
+        return {"overall": None, "by_family_kind": {}, "n_docs": 0}
+
+    def pool(df: pd.DataFrame) -> dict[str, Any]:
+        return {
+            "draw": _mean(df["draw"]),
+            "seed": _mean(df["seed"]),
+            "doc": _mean(df["doc"]),
+            "cells": len(df),
+            "n_draws": int(df.n_draws.max()),
+            "n_seeds": int(df.n_seeds.max()),
+        }
+
+    kinds = {str(k): pool(g) for k, g in comp.groupby("family_kind") if str(k)}
+    return {"overall": pool(comp), "by_family_kind": kinds, "n_docs": int(comp.n_docs.max())}
+
+
+def _mean(s: pd.Series) -> float | None:
+    v = pd.to_numeric(s, errors="coerce").dropna()
+    return float(v.mean()) if len(v) else None
+
+
+def _json(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+__all__ = ["ReportResult", "Section", "write_report", "build_sections", "normalize"]

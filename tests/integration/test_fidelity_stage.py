@@ -141,3 +141,45 @@ def test_fidelity_stage_scores_corpora_and_status_shows_mmd(tmp_path, uspto_path
     res = runner.invoke(app, ["status", str(run_dir)])
     assert res.exit_code == 0
     assert "fidelity" in res.output and "MMD2=" in res.output
+
+
+def test_each_draw_s_corpus_is_compared_with_its_own_draw(tmp_path, uspto_path):
+    """Copies of a draw's own real rows: every n-gram copies the draw they are compared with."""
+    runner = CliRunner()
+    cfg = _config(tmp_path, uspto_path)
+    res = runner.invoke(app, ["prepare", str(cfg), "data.regime_draws=2"])
+    assert res.exit_code == 0, res.output
+    run_dir = tmp_path / "runs" / "fid"
+    prep, gen = run_dir / "prepare", run_dir / "generate"
+    (gen / "corpora").mkdir(parents=True)
+    entries = []
+    for draw, key in enumerate([REGIME, f"{REGIME}-d1"]):
+        real = pd.read_parquet(prep / "regimes" / f"{key}.parquet")
+        cid = f"{key}__hand__synthesis__plain"
+        copies = real[["text", "labels"]].assign(id=[f"{key}-{i}" for i in range(len(real))])
+        copies.assign(source="synthetic").to_parquet(gen / "corpora" / f"{cid}.parquet")
+        entries.append(
+            {
+                "corpus_id": cid,
+                "regime": REGIME,
+                "draw": draw,
+                "regime_key": key,
+                "generator": "hand",
+                "strategy": "synthesis",
+                "variant": "plain",
+                "rows": len(copies),
+                "path": f"corpora/{cid}.parquet",
+            }
+        )
+    write_json_atomic(gen / "corpora.json", entries)
+    write_json_atomic(gen / "manifest.json", Manifest("generate", "h", {}, {}, {}, "t").__dict__)
+
+    res = runner.invoke(app, ["fidelity", str(cfg), "data.regime_draws=2"])
+    assert res.exit_code == 0, res.output
+    summary = pd.read_parquet(run_dir / "fidelity" / "summary.parquet")
+    assert summary.draw.tolist() == [0, 1] and set(summary.regime) == {REGIME}
+    key = ["regime", "draw", "generator", "strategy", "variant"]
+    assert not summary.duplicated(key).any()
+    # Compared with another draw's rows they would copy a few n-grams, not all of them.
+    assert (summary.copy_train_rate > 0.99).all(), summary[["corpus_id", "copy_train_rate"]]
+    assert (summary.n_real == 40).all()

@@ -97,3 +97,46 @@ def test_generate_stage_writes_filtered_corpora_with_provenance(tmp_path, uspto_
     # Up to date: a second run does not generate again.
     res = runner.invoke(app, ["generate", str(cfg)])
     assert res.exit_code == 0 and "up to date" in res.output
+
+
+@pytest.mark.slow  # its own vLLM engine start: about two minutes on 2 shared cores
+def test_two_regime_draws_get_their_own_prompts_in_one_pipeline(tmp_path, uspto_path):
+    from tasks.prompts import row_seed
+
+    cfg = _config(tmp_path, uspto_path)
+    tree = yaml.safe_load(cfg.read_text())
+    tree["data"]["regime_draws"] = 2
+    tree["generation"].update(strategies=["synthesis"], ratios=[0.5])
+    cfg.write_text(yaml.safe_dump(tree))
+    runner = CliRunner()
+    assert runner.invoke(app, ["prepare", str(cfg)]).exit_code == 0
+    res = runner.invoke(app, ["generate", str(cfg)])
+    assert res.exit_code == 0, res.output
+
+    run = tmp_path / "runs" / "gen"
+    corpora = json.loads((run / "generate" / "corpora.json").read_text())
+    keys = [REGIME, f"{REGIME}-d1"]
+    assert [c["corpus_id"] for c in corpora] == [f"{k}__smol__synthesis__plain" for k in keys]
+    assert [(c["regime"], c["draw"], c["regime_key"]) for c in corpora] == [
+        (REGIME, 0, REGIME),
+        (REGIME, 1, f"{REGIME}-d1"),
+    ]
+    seeds = []
+    for meta in corpora:
+        key = meta["regime_key"]
+        real = pd.read_parquet(run / "prepare" / "regimes" / f"{key}.parquet")
+        kept = pd.read_parquet(run / "generate" / meta["path"])
+        assert meta["planned"] == 6 and meta["n_real"] == 12 and len(kept) >= 1
+        assert set(kept.regime) == {REGIME} and set(kept.draw) == {meta["draw"]}
+        assert kept.id.str.startswith(f"{key}__smol__").all()
+        # Prompts came from this draw's real rows: its label sets and its patents as exemplars.
+        assert {tuple(sorted(x)) for x in kept.labels} <= {tuple(sorted(x)) for x in real.labels}
+        assert set(kept.exemplar_ids.explode()) <= set(real.id)
+        # Seeds follow the row ids: draw 0 exactly as a study without draws, draw 1 its own.
+        want = [row_seed(7, f"{key}__synthesis__plain__{r:06d}") for r in kept.volume_rank]
+        assert kept.seed.tolist() == want
+        seeds.append(set(kept.seed))
+    assert not seeds[0] & seeds[1]
+    # Both draws' prompts went through the one pipeline of the one generator.
+    manifest = json.loads((run / "generate" / "manifest.json").read_text())
+    assert manifest["rows"]["generated"] == 12 and manifest["rows"]["failed"] == 0

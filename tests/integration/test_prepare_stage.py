@@ -59,6 +59,41 @@ def test_prepare_real_data_then_up_to_date_then_rerun_on_change(tmp_path, uspto_
     assert res.exit_code == 0 and "prepare" in res.output and "done" in res.output
 
 
+def test_regime_draws_share_the_split_and_keep_draw_zero(tmp_path, uspto_path):
+    runner = CliRunner()
+    cfg = _config(tmp_path, uspto_path)
+    out = tmp_path / "runs" / "prep" / "prepare"
+    assert runner.invoke(app, ["prepare", str(cfg)]).exit_code == 0
+    single = json.loads((out / "manifest.json").read_text())
+    assert "regime_draws" not in single["config"]
+    before = {
+        k: pd.read_parquet(out / "regimes" / f"{k}.parquet").id.tolist() for k in ("r24", "r60")
+    }
+    test_ids = pd.read_parquet(out / "test.parquet").id.tolist()
+
+    res = runner.invoke(app, ["prepare", str(cfg), "data.regime_draws=3"])
+    assert res.exit_code == 0 and "up to date" not in res.output, res.output
+    keys = ["r24", "r60", "r24-d1", "r60-d1", "r24-d2", "r60-d2"]
+    for key in keys:
+        assert f"regime {key}" in res.output  # the printed table lists every regime draw
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["fingerprint"] != single["fingerprint"]
+    assert {k for k in manifest["rows"] if k.startswith("regime:")} == {f"regime:{k}" for k in keys}
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["regimes"]) == set(keys) and len(summary["label_cover_sizes"]) == 3
+    ids = {k: pd.read_parquet(out / "regimes" / f"{k}.parquet").id.tolist() for k in keys}
+    assert {k: ids[k] for k in before} == before  # draw 0: the same rows as without draws
+    assert pd.read_parquet(out / "test.parquet").id.tolist() == test_ids
+    pool = set(pd.read_parquet(out / "train_pool.parquet").id)
+    codes = {d["code"] for d in json.loads((out / "labels.json").read_text())}
+    for d in ("", "-d1", "-d2"):
+        small, large = set(ids[f"r24{d}"]), set(ids[f"r60{d}"])
+        assert len(small) == 24 and len(large) == 60 and small <= large <= pool
+        labels = pd.read_parquet(out / "regimes" / f"r24{d}.parquet").labels
+        assert {lab for ls in labels for lab in ls} == codes  # the label cover comes first
+    assert len({frozenset(ids[f"r60{d}"]) for d in ("", "-d1", "-d2")}) == 3
+
+
 def test_bad_records_are_set_aside_and_too_few_fails(tmp_path, uspto_path):
     lines = uspto_path.read_text().splitlines()[:400]
     lines.insert(10, "{broken json")

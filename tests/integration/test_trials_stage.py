@@ -159,6 +159,90 @@ def test_cheap_families_every_arm_with_its_volume_control(tmp_path, uspto_path):
     assert json.loads((out / "numerics.json").read_text()) == []
 
 
+def _hand_made_draws(run_dir: Path, draws: int) -> list[dict]:
+    """One synthesis corpus per regime draw, as generate writes them (ids with the regime key)."""
+    prep = run_dir / "prepare"
+    pool = pd.read_parquet(prep / "train_pool.parquet")
+    keys = [REGIME] + [f"{REGIME}-d{d}" for d in range(1, draws)]
+    taken = set().union(*(pd.read_parquet(prep / "regimes" / f"{k}.parquet").id for k in keys))
+    fresh = pool[~pool.id.isin(taken)].reset_index(drop=True)
+    gen = run_dir / "generate"
+    (gen / "corpora").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for d, key in enumerate(keys):
+        part = fresh.iloc[d * 40 : (d + 1) * 40]
+        cid = f"{key}__hand__synthesis__plain"
+        pd.DataFrame(
+            {
+                "id": [f"{key}-s{i}" for i in range(len(part))],
+                "text": part.text.tolist(),
+                "labels": [list(x) for x in part.labels],
+                "source": "synthetic",
+                "volume_rank": range(len(part)),
+            }
+        ).to_parquet(gen / "corpora" / f"{cid}.parquet", index=False)
+        entries.append(
+            {
+                "corpus_id": cid,
+                "regime": REGIME,
+                "draw": d,
+                "regime_key": key,
+                "generator": "hand",
+                "strategy": "synthesis",
+                "variant": "plain",
+                "rows": len(part),
+                "removed": 0,
+                "path": f"corpora/{cid}.parquet",
+            }
+        )
+    write_json_atomic(gen / "corpora.json", entries)
+    write_json_atomic(gen / "manifest.json", Manifest("generate", "hand", {}, {}, {}, "t").__dict__)
+    return entries
+
+
+def test_two_regime_draws_each_train_on_their_own_real_rows(tmp_path, uspto_path):
+    from orchestrator.config import load_config
+    from orchestrator.trials import expand_grid
+
+    trials = {
+        "families": [CHEAP[1]],
+        "arms": ["real_only", "real_plus_synthetic", "filtered"],
+        "seeds": [0],
+        "resources": {"cpus": 1},
+    }
+    cfg = _config(tmp_path, uspto_path, trials)
+    res = CliRunner().invoke(app, ["prepare", str(cfg), "data.regime_draws=2"])
+    assert res.exit_code == 0, res.output
+    entries = _hand_made_draws(tmp_path / "runs" / "tr", 2)
+    res = CliRunner().invoke(app, ["trials", str(cfg), "data.regime_draws=2"])
+    assert res.exit_code == 0, res.output
+    df = pd.read_parquet(tmp_path / "runs" / "tr" / "trials" / "results.parquet")
+    assert set(df.status) == {"ok"}, df[["trial_id", "status", "reason"]]
+    assert df.trial_id.is_unique and sorted(df.draw.unique()) == [0, 1]
+    assert set(df.regime) == {REGIME}
+    one, two = df[df.draw == 0], df[df.draw == 1]
+    assert len(one) == len(two) and set(one.arm) == set(two.arm)
+    assert two.trial_id.str.startswith(f"{REGIME}-d1-").all()
+    assert set(two.generator) == {"", "hand"}
+    assert two[two.arm == "real_only"].n_real.tolist() == [40]
+    # Draw 0's ids are those of the same study without draws.
+    single = expand_grid(load_config(cfg), corpora=[e for e in entries if e["draw"] == 0])
+    plain = {c.trial_id for c in single if c.arm != "duplicate_to_match"}
+    assert plain == set(one[one.arm != "duplicate_to_match"].trial_id)
+    # Each draw trained on its own 40 real patents: the real-only classifiers differ.
+    from tasks.checkpoint import load_classifier
+
+    out = tmp_path / "runs" / "tr" / "trials"
+    test = pd.read_parquet(tmp_path / "runs" / "tr" / "prepare" / "test.parquet")
+    probs = [
+        load_classifier(out / d[d.arm == "real_only"].checkpoint.iloc[0]).predict_proba(
+            test.text.tolist()[:20]
+        )
+        for d in (one, two)
+    ]
+    assert probs[0].shape == probs[1].shape and not (probs[0] == probs[1]).all()
+
+
 @pytest.mark.slow  # about 2.5 minutes on 2 shared cores: two driver runs
 def test_resume_after_the_driver_is_killed(tmp_path, uspto_path):
     trials = {

@@ -77,6 +77,31 @@ def test_unknown_regime_reference_is_refused(tmp_path):
         load_config(_write(tmp_path, tree))
 
 
+def test_regime_draws_default_bounds_and_key_clash(tmp_path):
+    path = _write(tmp_path, MINIMAL)
+    cfg = load_config(path)
+    assert cfg.data.regime_draws == 1 and cfg.data.regime_keys() == ["r10"]
+    cfg = load_config(path, ["data.regime_draws=3"])
+    assert cfg.data.regime_keys() == ["r10", "r10-d1", "r10-d2"]
+    with pytest.raises(ConfigError, match="data.regime_draws"):
+        load_config(path, ["data.regime_draws=0"])
+    tree = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    tree["data"]["regimes"].append({"name": "r10-d1", "size": 20})
+    assert load_config(_write(tmp_path, tree)).data.regime_keys() == ["r10", "r10-d1"]
+    with pytest.raises(ConfigError, match=r"regime_draws=2.*r10-d1"):
+        load_config(_write(tmp_path, tree), ["data.regime_draws=2"])
+
+
+def test_one_regime_draw_keeps_the_prepare_fingerprint(tmp_path):
+    from orchestrator.stages.prepare import PrepareStage
+
+    path = _write(tmp_path, MINIMAL)
+    subset = PrepareStage().config_subset
+    # A study written before regime draws existed has no `regime_draws` in its manifest.
+    assert "regime_draws" not in subset(load_config(path))
+    assert subset(load_config(path, ["data.regime_draws=2"]))["regime_draws"] == 2
+
+
 def test_validate_cli_exit_code_and_every_error(tmp_path):
     from typer.testing import CliRunner
 

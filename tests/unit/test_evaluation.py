@@ -51,8 +51,26 @@ def test_thresholds_chosen_on_val():
     np.testing.assert_allclose(per_label_thresholds(y, p), [0.225, 0.625])
     assert global_threshold(y, p) == pytest.approx(0.225)  # micro-F1 0.857 there
     assert choose_thresholds(y, p, "global").tolist() == pytest.approx([0.225, 0.225])
-    with pytest.raises(ValueError, match="thresholds='best'"):
+    with pytest.raises(ValueError, match="thresholds='best'.*per_label_where_supported"):
         choose_thresholds(y, p, "best")
+
+
+def test_per_label_where_supported_falls_back_to_global_below_k_positives():
+    # Label 0: 4 val positives (0.6-0.9) over negatives 0.3, 0.4 -> its own threshold 0.425.
+    # Label 1: 1 positive (0.35) over negatives <= 0.1 -> its own 0.125; the global best is 0.325
+    # (micro-F1 10/11: only label 0's 0.4 is a false positive).
+    p = np.array([[0.6, 0.05], [0.7, 0.1], [0.8, 0.02], [0.9, 0.08], [0.3, 0.35], [0.4, 0.1]])
+    y = np.array([[1, 0], [1, 0], [1, 0], [1, 0], [0, 1], [0, 0]])
+    assert per_label_thresholds(y, p).tolist() == pytest.approx([0.425, 0.125])
+    assert global_threshold(y, p) == pytest.approx(0.325)
+    rule = "per_label_where_supported"
+    assert choose_thresholds(y, p, rule, 1).tolist() == pytest.approx([0.425, 0.125])
+    assert choose_thresholds(y, p, rule, 2).tolist() == pytest.approx([0.425, 0.325])
+    assert choose_thresholds(y, p, rule, 4).tolist() == pytest.approx([0.425, 0.325])
+    assert choose_thresholds(y, p, rule, 5).tolist() == pytest.approx([0.325, 0.325])
+    assert choose_thresholds(y, p, rule).tolist() == pytest.approx([0.325, 0.325])  # K=5
+    with pytest.raises(ValueError, match="threshold_min_positives=0"):
+        choose_thresholds(y, p, rule, 0)
 
 
 def test_classification_metrics_by_hand():

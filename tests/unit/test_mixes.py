@@ -4,7 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.mixes import MixSpec, build_mix, mix_counts, repeat_to
+from tasks.mixes import (
+    MIX_COLUMNS,
+    MixSpec,
+    build_mix,
+    epoch_batches,
+    epoch_order,
+    mix_counts,
+    repeat_to,
+    shard,
+    step_budget,
+    steps_per_epoch,
+)
 
 
 def tables(n_real: int = 10, n_syn: int = 30):
@@ -84,3 +95,68 @@ def test_repeat_to_draws_exactly_n():
     rng = np.random.default_rng(0)
     assert len(repeat_to(real, 4, rng)) == 4 and repeat_to(real, 4, rng).id.is_unique
     assert len(repeat_to(real, 23, rng)) == 23
+
+
+def test_blocks_of_each_ordering():
+    real, syn = tables(n_real=10, n_syn=30)
+
+    def mix(ordering, fid=None):
+        spec = MixSpec("real_plus_synthetic", ratio=2.0, ordering=ordering)
+        return build_mix(real, syn, spec, fid)
+
+    assert list(mix("shuffled").columns) == MIX_COLUMNS
+    assert mix("shuffled").block.tolist() == [0] * 30
+    first = mix("curriculum_real_first")
+    assert (first.block == np.where(first.source == "real", 0, 1)).all()
+    # 20 synthetic rows in the volume (s10..s29), scored by index; s10 and s11 have no score.
+    fid = pd.Series({f"s{i}": float(i) for i in range(12, 30)})
+    by_fid = mix("curriculum_fidelity", fid)
+    assert by_fid.block.tolist() == [0] * 10 + [1] * 5 + [2] * 5 + [3] * 5 + [4] * 5
+    tiers = by_fid[by_fid.block > 0].groupby("block").id.apply(set).tolist()
+    assert tiers[0] == {f"s{i}" for i in range(25, 30)}  # most faithful tier first
+    assert tiers[3] == {"s10", "s11", "s12", "s13", "s14"}  # unscored rows in the last tier
+
+
+def test_epoch_order_keeps_blocks_and_reshuffles_within_them():
+    blocks = np.repeat([0, 1, 2], [6, 10, 4])
+    orders = [epoch_order(blocks, seed=3, epoch=e) for e in range(3)]
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(20))
+        assert (np.diff(blocks[order]) >= 0).all()  # block 0, then 1, then 2
+        for b in (0, 1, 2):  # within a block: the same rows, another order
+            assert set(order[blocks[order] == b]) == set(np.flatnonzero(blocks == b))
+    assert orders[0].tolist() != orders[1].tolist() != orders[2].tolist()
+    assert orders[0][6:16].tolist() != orders[1][6:16].tolist()  # reshuffled inside block 1
+    np.testing.assert_array_equal(epoch_order(blocks, 3, 1), orders[1])  # same on every rank
+    assert epoch_order(blocks, 4, 1).tolist() != orders[1].tolist()
+
+
+def test_shuffled_is_one_block_mixing_real_and_synthetic():
+    real, syn = tables(n_real=10, n_syn=30)
+    mix = build_mix(real, syn, MixSpec("real_plus_synthetic", ratio=1.0))
+    order = epoch_order(mix.block.to_numpy(), seed=0, epoch=0)
+    fed = mix.source.to_numpy()[order]
+    assert sorted(order.tolist()) == list(range(20))
+    assert "synthetic" in set(fed[:10]) and "real" in set(fed[10:])  # not real-first
+
+
+def test_shards_match_distributed_sampler():
+    from torch.utils.data import DistributedSampler
+
+    order = epoch_order(np.zeros(11, dtype=int), seed=1, epoch=0)
+    parts = [shard(order, r, 3) for r in range(3)]
+    assert [len(p) for p in parts] == [4, 4, 4]  # padded to equal lengths
+    for r in range(3):
+        ref = list(DistributedSampler(range(11), num_replicas=3, rank=r, shuffle=False))
+        assert parts[r].tolist() == order[ref].tolist()
+    assert set(np.concatenate(parts)) == set(range(11))
+    batches = epoch_batches(np.zeros(11, dtype=int), 1, 0, batch_size=3, rank=2, world=3)
+    assert [b.tolist() for b in batches] == [parts[2][:3].tolist(), parts[2][3:].tolist()]
+
+
+def test_step_budget():
+    assert steps_per_epoch(100, 32) == 4 and steps_per_epoch(100, 32, world=2) == 2
+    assert steps_per_epoch(0, 32) == 1
+    assert step_budget(100, 32, epochs=3) == (12, 3)
+    assert step_budget(100, 32, epochs=3, steps=10) == (10, 3)  # 4 + 4 + 2
+    assert step_budget(10, 32, epochs=3, steps=10) == (10, 10)  # one step per epoch

@@ -111,3 +111,39 @@ def test_paper_config_plans_without_running_anything():
     plan = plan_study(cfg)
     assert len(plan.generation) == 6
     assert plan.trial_count > 0 and plan.gpu_hours > 0
+
+
+def test_generation_rows_are_what_the_stage_plans_headroom_included(tmp_path):
+    # The quickstart's regimes, ratio and headroom: generate plans ceil(1 x 48 x 1.1) = 53 and
+    # ceil(96 x 1.1) = 106 rows per strategy, 318 in all; the largest volume alone is 288.
+    tree = yaml.safe_load(yaml.safe_dump(SMALL))
+    tree["data"]["regimes"] = [{"name": "r48", "size": 48}, {"name": "r96", "size": 96}]
+    tree["generation"]["generators"] = tree["generation"]["generators"][:1]
+    tree["generation"].update(variants=["plain"], ratios=[0.5, 1], headroom=0.1)
+    cfg, _ = _cfg(tmp_path, tree)
+    assert plan_study(cfg).generation_rows == 318
+    assert load_config(REPO / "configs" / "quickstart.yaml").generation.headroom == 0.1
+    assert plan_study(load_config(REPO / "configs" / "quickstart.yaml")).generation_rows == 318
+
+
+def test_regime_draws_multiply_generation_and_trials(tmp_path):
+    tree = yaml.safe_load(yaml.safe_dump(SMALL))
+    tree["generation"]["generators"] = tree["generation"]["generators"][:1]
+    tree["trials"] = {
+        "families": [{"kind": "tfidf_linear"}],
+        "arms": ["real_only", "real_plus_synthetic"],
+        "losses": ["bce"],
+        "seeds": [0, 1],
+    }
+    cfg, _ = _cfg(tmp_path, tree)
+    one = plan_study(cfg)
+    tree["data"]["regime_draws"] = 3
+    cfg3, _ = _cfg(tmp_path, tree)
+    three = plan_study(cfg3)
+    assert one.generation_rows == 1400 and three.generation_rows == 3 * 1400
+    assert three.generation[0].corpora == 3 * 8
+    assert three.fidelity_rows == 3 * one.fidelity_rows
+    # Per regime and draw: real_only + 4 corpora x 2 ratios + one control per ratio (the
+    # corpora of one ratio have one size) = 11 mixes, x 2 seeds; 2 regimes; 3 draws.
+    assert one.trial_count == 11 * 2 * 2
+    assert three.trial_count == 3 * one.trial_count

@@ -3,7 +3,7 @@ import pytest
 
 from tasks.prepare import prepare_dataset
 from tasks.records import PatentRecord
-from tasks.split import dedup_indices, draw_regimes, stratified_split
+from tasks.split import dedup_indices, draw_regimes, draw_seed, regime_key, stratified_split
 
 
 def _synthetic_labels(n=2000, k=12, seed=0):
@@ -74,3 +74,74 @@ def test_prepare_dataset_duplicates_never_straddle_splits():
         1 for r in recs if not set(r.labels) & set(prepared.labels.codes)
     )
     assert set(prepared.regimes["r20"].id) <= set(prepared.regimes["r40"].id) <= ids[0]
+
+
+def test_draw_zero_is_the_single_draw_of_before():
+    # The rows the code drew before regime draws existed (same labels, sizes and seed): draw 0
+    # must keep them, so studies with regime_draws=1 keep their tables and trial ids.
+    y = _synthetic_labels(n=300, k=8)
+    regs, cover = draw_regimes(y, {"a": 6, "b": 12}, seed=5)
+    assert regs["a"].tolist() == [49, 106, 132, 207, 217, 238]
+    assert regs["b"].tolist() == [49, 61, 79, 89, 106, 132, 160, 207, 217, 238, 258, 269]
+    assert cover == 5
+    again, _ = draw_regimes(y, {"a": 6, "b": 12}, seed=5, draw=0)
+    assert all(np.array_equal(regs[k], again[k]) for k in regs)
+    assert draw_seed(5, 0) == 5
+
+
+def test_draws_are_nested_covering_and_differ_from_each_other():
+    y = _synthetic_labels(n=1000, k=20)
+    sizes = {"a": 30, "b": 60, "c": 200}
+    draws = [draw_regimes(y, sizes, seed=5, draw=d)[0] for d in range(3)]
+    for regs in draws:
+        assert set(regs["a"]) <= set(regs["b"]) <= set(regs["c"])
+        assert {k: len(v) for k, v in regs.items()} == sizes
+        for idx in regs.values():
+            assert (y[idx].sum(axis=0) > 0).all()
+    for i in range(3):
+        for j in range(i + 1, 3):
+            for k in sizes:
+                assert not np.array_equal(draws[i][k], draws[j][k]), (i, j, k)
+    # A later draw is deterministic, and is not some other seed's draw 0.
+    assert np.array_equal(draw_regimes(y, sizes, seed=5, draw=1)[0]["c"], draws[1]["c"])
+    assert len({draw_seed(5, d) for d in range(3)} | {6, 7}) == 5
+    assert not np.array_equal(draw_regimes(y, sizes, seed=6)[0]["c"], draws[1]["c"])
+
+
+def test_regime_keys_name_draw_zero_as_before():
+    assert regime_key("r48", 0) == "r48"
+    assert regime_key("r48", 1) == "r48-d1"
+    assert regime_key("r48", 12) == "r48-d12"
+    with pytest.raises(ValueError, match="draw=-1"):
+        regime_key("r48", -1)
+
+
+def _records(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    codes = ["G06F", "H04L", "A61K", "B65D", "H01L"]
+    out = []
+    for i in range(n):
+        labs = tuple(sorted({"G06F", *rng.choice(codes, size=rng.integers(1, 3)).tolist()}))
+        out.append(PatentRecord(f"US{i}", "", f"text number {i}", None, labs, ()))
+    return out
+
+
+def test_prepare_dataset_with_two_draws_keeps_splits_and_draw_zero():
+    recs = _records()
+    sizes = {"r20": 20, "r40": 40}
+    one = prepare_dataset(recs, "subclass", 4, 100, 50, sizes, seed=1)
+    two = prepare_dataset(recs, "subclass", 4, 100, 50, sizes, seed=1, draws=2)
+    assert list(one.regimes) == ["r20", "r40"]
+    assert list(two.regimes) == ["r20", "r40", "r20-d1", "r40-d1"]
+    # The split is the draws' common ground: the same train pool, val and test for every draw.
+    for split in ("train_pool", "val", "test"):
+        assert getattr(one, split).id.tolist() == getattr(two, split).id.tolist()
+    for name in sizes:
+        assert one.regimes[name].id.tolist() == two.regimes[name].id.tolist()
+    pool = set(two.train_pool.id)
+    assert set(two.regimes["r20-d1"].id) <= set(two.regimes["r40-d1"].id) <= pool
+    assert len(two.regimes["r40-d1"]) == 40
+    assert set(two.regimes["r40-d1"].id) != set(two.regimes["r40"].id)
+    assert list(two.summary["regimes"]) == list(two.regimes)
+    assert two.summary["regime_draws"] == 2 and len(two.summary["label_cover_sizes"]) == 2
+    assert two.summary["label_cover_size"] == one.summary["label_cover_size"]

@@ -84,6 +84,76 @@ def test_real_corpus_sizes_and_filter_counts_set_control_sizes():
     assert ctl[0].controls == filt[0].trial_id
 
 
+def _with_draws(cfg: StudyConfig, draws: int) -> StudyConfig:
+    tree = cfg.model_dump()
+    tree["data"]["regime_draws"] = draws
+    return StudyConfig.model_validate(tree)
+
+
+def test_each_regime_draw_is_its_own_grid_and_draw_zero_keeps_its_ids():
+    one = study(
+        {
+            "families": [fam("frozen_head"), fam("tfidf_linear")],
+            "arms": ["real_only", "real_plus_synthetic", "duplicate_to_match"],
+            "seeds": [0, 1],
+        }
+    )
+    two = _with_draws(one, 2)
+    cells1, cells2 = expand_grid(one), expand_grid(two)
+    check_unique(cells2)
+    assert len(cells2) == 2 * len(cells1)
+    draw0 = [c for c in cells2 if c.draw == 0]
+    draw1 = [c for c in cells2 if c.draw == 1]
+    assert [c.trial_id for c in draw0] == [c.trial_id for c in cells1]
+    assert all(c.trial_id.startswith("r40-d1-") and c.regime_key == "r40-d1" for c in draw1)
+    assert {c.regime for c in cells2} == {"r40"}
+    # Draw 1 trains on draw 1's corpora, with the same seeds and its own controls.
+    augmented = [c for c in draw1 if c.arm == "real_plus_synthetic"]
+    assert augmented and all(c.corpus_id.startswith("r40-d1__g__") for c in augmented)
+    assert sorted({c.seed for c in draw1}) == [0, 1]
+    by_id = {c.trial_id: c for c in cells2}
+    for ctl in (c for c in cells2 if c.arm == "duplicate_to_match"):
+        assert {by_id[t].draw for t in ctl.controls.split(",")} == {ctl.draw}
+    # The same cell in another draw differs only in its draw.
+    a = next(c for c in draw0 if c.arm == "real_only" and c.family == "tfidf_linear")
+    b = next(c for c in draw1 if (c.arm, c.family, c.seed) == (a.arm, a.family, a.seed))
+    assert "draw" not in a.identity() and b.identity() == {**a.identity(), "draw": 1}
+
+
+def test_planned_corpora_cover_every_draw_with_the_stage_s_planned_rows():
+    from orchestrator.trials import planned_corpora, regime_keys_of
+
+    cfg = _with_draws(study({"families": [fam("tfidf_linear")]}, {**GEN, "headroom": 0.1}), 3)
+    corpora = planned_corpora(cfg)
+    assert [c["corpus_id"] for c in corpora] == [
+        f"{key}__g__{s}__plain" for key in ("r40", "r40-d1", "r40-d2") for s in GEN["strategies"]
+    ]
+    assert [c["draw"] for c in corpora] == [0, 0, 1, 1, 2, 2]
+    assert {c["regime"] for c in corpora} == {"r40"}
+    # rows: the largest volume (2 x 40); planned: what generate plans, ceil(80 x 1.1).
+    assert {(c["rows"], c["planned"]) for c in corpora} == {(80, 88)}
+    assert regime_keys_of(cfg) == {"r40": 40, "r40-d1": 40, "r40-d2": 40}
+
+
+def test_a_cell_s_mix_reads_its_own_draw_s_real_rows():
+    import pandas as pd
+
+    from orchestrator.trials_fit import TrialData, build_cell_mix
+
+    cfg = _with_draws(study({"families": [fam("tfidf_linear")], "arms": ["real_only"]}), 2)
+    cells = expand_grid(cfg)
+
+    def real(prefix: str) -> pd.DataFrame:
+        ids = [f"{prefix}{i}" for i in range(40)]
+        return pd.DataFrame({"id": ids, "text": ids, "labels": [["A"]] * 40, "source": "real"})
+
+    frames = {"r40": real("a"), "r40-d1": real("b")}
+    data = TrialData(["A"], ["a"], frames, {}, frames["r40"][:2], frames["r40"][:2])
+    for cell in cells:
+        mix = build_cell_mix(cell, data)
+        assert set(mix.id) == set(frames[cell.regime_key].id)
+
+
 def test_ensemble_arm_needs_two_corpora_and_its_control_counts_every_member():
     cfg = study({"families": [fam("frozen_head")], "arms": ["ensemble"], "ratios": [1.0]})
     cells = expand_grid(cfg)

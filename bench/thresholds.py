@@ -1,0 +1,221 @@
+"""Threshold rules on small validation sets, against the test-tuned oracle (a diagnostic only).
+
+What each val-tuned threshold rule of `tasks.evaluation.choose_thresholds` costs in test micro-F1
+and macro-F1, for real-only classifiers of the two cheap families at the paper's smallest regimes:
+
+- data: `configs/paper.yaml`'s `data` section (64 subclasses, its val/test sizes and split seed)
+  on `../shared/data/uspto-9k/patents.jsonl`, through `tasks.records.load_records` and
+  `tasks.prepare.prepare_dataset`, with `--draws` independent draws of each regime from the one
+  train pool (val and test stay the paper's);
+- classifiers: `tfidf_linear` (`tasks.heads.train_tfidf_linear`, bce) and `frozen_head` (MLP head
+  on the embedded MiniLM encoder, the paper config's asymmetric loss and 60 epochs), one per
+  regime draw x `--seeds` seed; embeddings through `orchestrator.embeddings.embed_texts` in this
+  process (no Ray), cached under `--cache`;
+- rules: `global`, `per_label`, `per_label_where_supported` with K in `--ks`, each tuned on val;
+- baseline (the oracle): per-label thresholds tuned on the test set itself, the best any rule on
+  that grid could do per label. It is optimistic by construction (it sees the test labels), so
+  every rule scores below it; the question is by how much. One global threshold tuned on test is
+  printed beside it.
+
+Prints, per family x regime, each rule's mean test micro-F1 and macro-F1 over draws x seeds, the
+difference to the oracle (mean and sd over the paired runs) and the ratio rule / oracle.
+
+    .venv/bin/python bench/thresholds.py [--regimes r165,r330] [--draws 3] [--seeds 0,1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CONFIG = ROOT / "configs" / "paper.yaml"
+ENCODER = "embedded:minilm-l6"
+ORACLE = "oracle (per label, on test)"
+
+
+def _prepare(draws: int):
+    from orchestrator.config.loader import load_config
+    from tasks.prepare import prepare_dataset
+    from tasks.records import load_records
+
+    data = load_config(CONFIG).data
+    loaded = load_records(data.source.path, data.source.format, data.source.limit)
+    prepared = prepare_dataset(
+        loaded.records,
+        level=data.labels.level,
+        top_k=data.labels.top_k,
+        test_size=data.split.test_size,
+        val_size=data.split.val_size,
+        regimes={r.name: r.size for r in data.regimes},
+        seed=data.seed,
+        draws=draws,
+    )
+    return data, prepared
+
+
+def _rules(ks: list[int]) -> list[tuple[str, str, int]]:
+    rules = [("global", "global", 1), ("per_label", "per_label", 1)]
+    return rules + [(f"supported K={k}", "per_label_where_supported", k) for k in ks]
+
+
+def _scores(y_val, p_val, y_test, p_test, ks: list[int]) -> list[dict]:
+    from tasks.evaluation import (
+        choose_thresholds,
+        classification_metrics,
+        global_threshold,
+        per_label_thresholds,
+    )
+
+    rows = []
+    thresholds = {name: choose_thresholds(y_val, p_val, mode, k) for name, mode, k in _rules(ks)}
+    thresholds[ORACLE] = per_label_thresholds(y_test, p_test)
+    thresholds["global, on test"] = np.full(y_test.shape[1], global_threshold(y_test, p_test))
+    for name, th in thresholds.items():
+        m = classification_metrics(y_test, p_test, th)
+        rows.append({"rule": name, "micro_f1": m["micro_f1"], "macro_f1": m["macro_f1"]})
+    return rows
+
+
+def _embeddings(texts: list[str], cache: Path) -> dict[str, np.ndarray]:
+    from orchestrator.config.fidelity import EncoderConfig
+    from orchestrator.embeddings import embed_texts
+
+    t0 = time.perf_counter()
+    vecs = embed_texts(texts, EncoderConfig(model=ENCODER), cache, use_ray=False)
+    print(f"embeddings: {len(texts)} texts in {time.perf_counter() - t0:.0f} s (cache {cache})")
+    return dict(zip(texts, vecs, strict=True))
+
+
+def _table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per family x regime x rule: means, and paired differences / ratios to the oracle."""
+    keys = ["family", "regime", "draw", "seed"]
+    oracle = runs[runs.rule == ORACLE].set_index(keys)[["micro_f1", "macro_f1"]]
+    joined = runs.join(oracle, on=keys, rsuffix="_oracle")
+    out = []
+    for (fam, regime, rule), g in joined.groupby(["family", "regime", "rule"], sort=False):
+        row = {"family": fam, "regime": regime, "rule": rule, "n": len(g)}
+        for m in ("micro_f1", "macro_f1"):
+            diff = g[m] - g[f"{m}_oracle"]
+            row[m] = g[m].mean()
+            row[f"d_{m}"] = diff.mean()
+            row[f"sd_d_{m}"] = diff.std(ddof=1) if len(g) > 1 else 0.0
+            row[f"ratio_{m}"] = g[m].mean() / g[f"{m}_oracle"].mean()
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _print(table: pd.DataFrame) -> None:
+    head = (
+        f"{'family':<13}{'regime':<7}{'rule':<28}{'micro-F1':>9}{'d oracle':>16}{'ratio':>7}"
+        f"{'macro-F1':>10}{'d oracle':>16}{'ratio':>7}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in table.itertuples():
+        print(
+            f"{r.family:<13}{r.regime:<7}{r.rule:<28}{r.micro_f1:>9.3f}"
+            f"{r.d_micro_f1:>+9.3f} ±{r.sd_d_micro_f1:.3f}{r.ratio_micro_f1:>7.3f}"
+            f"{r.macro_f1:>10.3f}{r.d_macro_f1:>+9.3f} ±{r.sd_d_macro_f1:.3f}"
+            f"{r.ratio_macro_f1:>7.3f}"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--regimes", default="r165,r330", help="regimes of configs/paper.yaml")
+    ap.add_argument("--draws", type=int, default=3, help="independent draws of each regime")
+    ap.add_argument("--seeds", default="0,1,2", help="classifier seeds per draw")
+    ap.add_argument("--ks", default="3,5,10", help="K of per_label_where_supported")
+    ap.add_argument("--families", default="tfidf_linear,frozen_head")
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/synthpat-bench/embeddings"))
+    ap.add_argument("--out", type=Path, default=None, help="write the per-run rows as CSV")
+    args = ap.parse_args()
+
+    import torch
+
+    from orchestrator.train import label_matrix
+    from tasks.heads import HeadConfig, TfidfConfig, train_frozen_head, train_tfidf_linear
+    from tasks.split import regime_key
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    ks = [int(k) for k in args.ks.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    regimes = args.regimes.split(",")
+    families = args.families.split(",")
+    t0 = time.perf_counter()
+    data, prep = _prepare(args.draws)
+    labels = list(prep.labels.codes)
+    common = {"labels": labels, "names": labels}
+    y_val, y_test = label_matrix(prep.val, labels), label_matrix(prep.test, labels)
+    support = y_val.sum(0)
+    print(
+        f"data: {len(labels)} labels, val {len(prep.val)}, test {len(prep.test)}, "
+        f"split seed {data.seed}, regimes {regimes} x {args.draws} draws, seeds {seeds} "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
+    print(
+        "val positives per label: "
+        + ", ".join(f"<{k}: {int((support < k).sum())}" for k in ks)
+        + f", <=5: {int((support <= 5).sum())}; test: <5: {int((y_test.sum(0) < 5).sum())}"
+    )
+    emb = None
+    if "frozen_head" in families:
+        frames = [prep.val, prep.test] + [
+            prep.regimes[regime_key(r, d)] for r in regimes for d in range(args.draws)
+        ]
+        emb = _embeddings(sorted({t for f in frames for t in f.text}), args.cache)
+
+    runs = []
+    head_cfg = HeadConfig(head="mlp", epochs=60)  # configs/paper.yaml's frozen head
+    for regime in regimes:
+        for draw in range(args.draws):
+            train = prep.regimes[regime_key(regime, draw)]
+            y = label_matrix(train, labels)
+            for seed in seeds:
+                for fam in families:
+                    t1 = time.perf_counter()
+                    if fam == "tfidf_linear":
+                        clf = train_tfidf_linear(
+                            train.text.tolist(), y, TfidfConfig(), "bce", seed, **common
+                        )
+                        p_val = clf.predict_proba(prep.val.text.tolist())
+                        p_test = clf.predict_proba(prep.test.text.tolist())
+                    else:
+                        assert emb is not None
+
+                        def x(df: pd.DataFrame) -> np.ndarray:
+                            return np.stack([emb[t] for t in df.text])
+
+                        from tasks.checkpoint import FrozenHeadClassifier
+
+                        head = train_frozen_head(x(train), y, head_cfg, "asymmetric", seed)
+                        clf = FrozenHeadClassifier(head, ENCODER, 256, **common)
+                        p_val = clf.proba_from_embeddings(x(prep.val))
+                        p_test = clf.proba_from_embeddings(x(prep.test))
+                    for r in _scores(y_val, p_val, y_test, p_test, ks):
+                        runs.append(
+                            {"family": fam, "regime": regime, "draw": draw, "seed": seed, **r}
+                        )
+                    print(
+                        f"  {fam} {regime_key(regime, draw)} seed {seed}: "
+                        f"{time.perf_counter() - t1:.1f} s",
+                        flush=True,
+                    )
+    frame = pd.DataFrame(runs)
+    if args.out is not None:
+        frame.to_csv(args.out, index=False)
+    print()
+    _print(_table(frame))
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
