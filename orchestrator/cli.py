@@ -61,12 +61,32 @@ def validate(config: ConfigArg, overrides: Overrides = None) -> None:
 
 
 @app.command()
-def plan(config: ConfigArg, overrides: Overrides = None) -> None:
-    """Generation rows, trials and GPU-hours of a study, before anything runs."""
+def plan(
+    config: ConfigArg,
+    overrides: Overrides = None,
+    pilot: Annotated[
+        Path | None,
+        typer.Option(
+            help="A finished run (e.g. runs/quickstart) whose report measured the "
+            "variance components; without it, stated defaults."
+        ),
+    ] = None,
+    detect: Annotated[
+        float | None, typer.Option(help="Also say how many draws x seeds detect this gain.")
+    ] = None,
+) -> None:
+    """Generation rows, trials, GPU-hours and the power of the verdict, before anything runs."""
     from orchestrator.plan import plan_study, print_plan
+    from orchestrator.plan_power import power_plan, print_power
 
     cfg = _load(config, overrides)
     print_plan(cfg, plan_study(cfg))
+    try:
+        lines = power_plan(cfg, pilot, detect)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"plan: {exc}", err=True)
+        raise typer.Exit(2) from None
+    print_power(lines, detect, len({ln.regime for ln in lines}))
 
 
 @app.command()

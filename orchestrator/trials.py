@@ -28,7 +28,13 @@ from tasks.numerics import HALF_ONLY_ATTENTION
 AUGMENTED_ARMS = ("real_plus_synthetic", "filtered", "fixed_budget", "ensemble")
 # The two linear-model losses; focal/asymmetric have no counterpart in scikit-learn's models.
 TFIDF_LOSSES = ("bce", "weighted_bce")
+# SetFit's head is a logistic regression after a contrastive body: no training loss to choose.
+SETFIT_LOSSES = ("bce",)
 CUDA_ONLY = {"precision": ("fp16",), "attention": ("flash_attention_2",)}
+#: Mix key (popped before a TrialCell is made) with an ensemble's member sizes.
+CONTROL_MEMBERS = "_control_member_sizes"
+#: `members` entries of an ensemble's control: one duplicate_to_match member of N rows each.
+CONTROL_MEMBER_PREFIX = "duplicate_to_match:"
 #: Attention value recorded for families without attention layers.
 NO_ATTENTION = "none"
 
@@ -188,10 +194,11 @@ def budget_steps(t: TrialsConfig, family: Any, largest_rows: int) -> int | None:
     """Optimizer steps of every trial of `family` under `trials.budget=steps`: the family's
     `steps`, else what its `epochs` take on `largest_rows` (the regime's largest mix), so the
     largest arm trains as under `epochs` and every other arm matches it. None under `epochs`,
-    and for TF-IDF always: liblinear solves it to convergence, there are no steps to budget."""
+    and for TF-IDF always: liblinear solves it to convergence, there are no steps to budget;
+    and for SetFit, whose body budget is its own `max_steps` (or pairs per row)."""
     from tasks.mixes import steps_per_epoch
 
-    if t.budget != "steps" or family.kind == "tfidf_linear":
+    if t.budget != "steps" or family.kind in ("tfidf_linear", "setfit"):
         return None
     if family.steps is not None:
         return int(family.steps)
@@ -270,16 +277,17 @@ def _mixes(
                     )
     if "ensemble" in t.arms and len(own) >= 2:
         for r in ratios:
-            # The control matches all the data the ensemble saw: real rows plus every member's
-            # synthetic volume.
-            syn = sum(volume(r, n_real, c["rows"]) for c in own)
+            sizes = [n_real + volume(r, n_real, c["rows"]) for c in own]
             out.append(
                 {
                     "arm": "ensemble",
                     "ratio": r,
                     "members": [c["corpus_id"] for c in own],
                     "generator": "+".join(sorted({str(c.get("generator", "")) for c in own})),
-                    "n_train": n_real + syn,
+                    "n_train": n_real + sum(s - n_real for s in sizes),
+                    # Its control is an ensemble too: one duplicate_to_match member per member,
+                    # each of that member's size (see _cells_for).
+                    CONTROL_MEMBERS: sizes,
                 }
             )
     return out
@@ -299,6 +307,8 @@ def _model_axes(t: TrialsConfig, cuda: bool) -> list[dict[str, Any]]:
                 reason = ""
                 if fam.kind == "tfidf_linear" and loss not in TFIDF_LOSSES:
                     reason = f"family tfidf_linear supports loss {list(TFIDF_LOSSES)}, not {loss}"
+                elif fam.kind == "setfit" and loss not in SETFIT_LOSSES:
+                    reason = f"family setfit supports loss {list(SETFIT_LOSSES)}, not {loss}"
                 elif not cuda and (
                     precision in CUDA_ONLY["precision"] or attention in CUDA_ONLY["attention"]
                 ):
@@ -314,6 +324,7 @@ def _model_axes(t: TrialsConfig, cuda: bool) -> list[dict[str, Any]]:
                         "attention": attention,
                         "reason": reason,
                         "regimes": getattr(fam, "regimes", None),
+                        "arms": getattr(fam, "arms", None),
                     }
                 )
     return out
@@ -328,10 +339,15 @@ def _cells_for(
     draw: int = 0,
 ) -> list[TrialCell]:
     reason = model["reason"]
-    base = {k: v for k, v in model.items() if k not in ("reason", "regimes")}
+    base = {k: v for k, v in model.items() if k not in ("reason", "regimes", "arms")}
+    if model.get("arms") is not None:  # a family restricted to some arms: no cells of the others
+        mixes = [m for m in mixes if m["arm"] in model["arms"]]
     status = "skipped" if reason else "pending"
     cells, controls = [], {}
+    ensemble_controls = []
     for mix in mixes:
+        mix = dict(mix)
+        member_sizes = mix.pop(CONTROL_MEMBERS, None)
         cell = TrialCell(
             regime=regime,
             draw=draw,
@@ -344,7 +360,9 @@ def _cells_for(
         )
         cell.assign_id()
         cells.append(cell)
-        if cell.arm in AUGMENTED_ARMS:
+        if cell.arm == "ensemble" and member_sizes:
+            ensemble_controls.append((cell, member_sizes))
+        elif cell.arm in AUGMENTED_ARMS:
             controls.setdefault(cell.n_train, []).append(cell.trial_id)
     for size, ids in sorted(controls.items()):
         ctl = TrialCell(
@@ -363,7 +381,30 @@ def _cells_for(
             ctl.status, ctl.reason = "skipped", f"augmented size {size} below {n_real} real rows"
         ctl.assign_id()
         cells.append(ctl)
+    for ens, sizes in ensemble_controls:
+        # Model averaging is not synthetic data: an ensemble is compared with an ensemble of
+        # its members' volume controls (each its own duplication draw), not with one model.
+        ctl = TrialCell(
+            regime=regime,
+            draw=draw,
+            arm="duplicate_to_match",
+            seed=seed,
+            n_real=n_real,
+            n_train=n_real + sum(s - n_real for s in sizes),
+            status=ens.status,
+            reason=ens.reason,
+            controls=ens.trial_id,
+            members=[f"{CONTROL_MEMBER_PREFIX}{s}" for s in sizes],
+            **base,
+        )
+        ctl.assign_id()
+        cells.append(ctl)
     return cells
+
+
+def control_member_size(member: str) -> int:
+    """Rows of one member of an ensemble's control (`members` entry `duplicate_to_match:N`)."""
+    return int(member.removeprefix(CONTROL_MEMBER_PREFIX))
 
 
 def check_unique(cells: list[TrialCell]) -> None:

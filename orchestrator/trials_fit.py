@@ -109,12 +109,18 @@ def keep_key(corpus_id: str, ratio: float | None) -> str:
     return f"{corpus_id}@{ratio}"
 
 
-def build_cell_mix(cell: TrialCell, data: TrialData, corpus_id: str | None = None) -> pd.DataFrame:
-    """The training rows of a cell (of one ensemble member when `corpus_id` is given)."""
+def build_cell_mix(
+    cell: TrialCell, data: TrialData, member: str | None = None, index: int = 0
+) -> pd.DataFrame:
+    """The training rows of a cell, or of its `index`-th ensemble member `member`: a corpus id
+    for an ensemble, `duplicate_to_match:N` for the members of an ensemble's control."""
+    from orchestrator.trials import CONTROL_MEMBER_PREFIX, control_member_size
     from tasks.mixes import MixSpec, build_mix
 
-    cid = corpus_id or cell.corpus_id
+    dup_member = member is not None and member.startswith(CONTROL_MEMBER_PREFIX)
+    cid = cell.corpus_id if member is None or dup_member else member
     arm = "real_plus_synthetic" if cell.arm == "ensemble" else cell.arm
+    target = control_member_size(member) if dup_member else cell.n_train
     keep = data.keep_ids.get(keep_key(cid, cell.ratio)) if arm == "filtered" else None
     spec = MixSpec(
         arm=arm,
@@ -122,9 +128,10 @@ def build_cell_mix(cell: TrialCell, data: TrialData, corpus_id: str | None = Non
         ratio=cell.ratio,
         real_fraction=cell.real_fraction,
         budget=cell.budget,
-        target_size=cell.n_train if arm == "duplicate_to_match" else None,
+        target_size=target if arm == "duplicate_to_match" else None,
         ordering=cell.ordering,
         keep_ids=frozenset(keep) if keep is not None else None,
+        member=index + 1 if dup_member else 0,
     )
     fid = pd.Series(data.fidelity[cid]) if cid in data.fidelity else None
     synthetic = data.corpora[cid] if cid else None
@@ -188,6 +195,14 @@ def _fit_one(
         # Row order and step budgets do not apply: liblinear solves each label to convergence.
         clf = train_tfidf_linear(texts, y, cfg_t, cell.loss, cell.seed, **common)
         return _Fitted(clf, clf.proba_and_embed)
+    if cell.family_kind == "setfit":
+        from tasks.setfit_family import setfit_config, train_setfit
+
+        # SetFit draws its own pairs from the rows: the mix's ordering does not apply.
+        clf = train_setfit(
+            texts, y, setfit_config(family), cell.seed, threads=env.get("threads"), **common
+        )
+        return _Fitted(clf, clf.proba_and_embed, clf.steps_trained)
     if cell.family_kind == "finetune":
         from orchestrator.train import train_and_score
         from tasks.finetune import predict_cached
@@ -256,13 +271,15 @@ def run_cell(
     from tasks.mixes import mix_counts
 
     t0 = time.perf_counter()
-    members = cell.members if cell.arm == "ensemble" else [None]
-    mixes = [build_cell_mix(cell, data, cid) for cid in members]
+    # An ensemble's members are corpora; its control's members duplicate_to_match mixes.
+    members = cell.members or [None]
+    mixes = [build_cell_mix(cell, data, m, i) for i, m in enumerate(members)]
     fits = [_fit_one(cell, mix, data, family, env) for mix in mixes]
     counts = mix_counts(pd.concat(mixes, ignore_index=True))
-    if cell.arm == "ensemble":  # the members share the real rows: count them once
-        counts["n_real"] = mix_counts(mixes[0])["n_real"]
-        counts["n_train"] = counts["n_real"] + counts["n_synthetic"]
+    if len(mixes) > 1:  # the members share the regime's real rows: count them once
+        n_regime = len(data.real[cell.regime_key])
+        counts["n_real"] = n_regime
+        counts["n_train"] = n_regime + sum(len(m) - n_regime for m in mixes)
     if cell.arm == "duplicate_to_match" and counts["n_train"] != cell.n_train:
         raise RuntimeError(
             f"{cell.trial_id}: control has {counts['n_train']} rows, expected {cell.n_train}"

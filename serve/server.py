@@ -19,7 +19,7 @@ from serve.api import ApiMetrics
 
 log = logging.getLogger(__name__)
 #: Families whose inference runs in torch (an ensemble may hold such members): a GPU helps them.
-TORCH_FAMILIES = ("finetune", "frozen_head", "ensemble")
+TORCH_FAMILIES = ("finetune", "frozen_head", "setfit", "ensemble")
 
 
 def serving_precision(family: str, stored: str, cuda: bool) -> str:

@@ -10,6 +10,9 @@ One folder per classifier, any family, never pickle:
   model source in `family_config.encoder` and loaded with `tasks.embeddings.load_encoder`.
 - `tfidf_linear`: `tfidf.safetensors` (`idf`, `coef`, `intercept`) + `vocabulary.json` (terms
   in column order); the vectorizer's settings are in `family_config`.
+- `setfit`: `body/`: the contrastively fine-tuned body as a sentence-transformers folder
+  (safetensors) and `head.safetensors` (`coef`, `intercept` of the one-vs-rest logistic head);
+  see `tasks.setfit_family`.
 - `ensemble`: `members/<name>/`, one classifier folder per member; the ensemble's probability
   is the members' mean and its thresholds (tuned on that mean) are in its own classifier.json.
 
@@ -30,7 +33,7 @@ import numpy as np
 
 FORMAT_VERSION = 1
 CLASSIFIER_JSON = "classifier.json"
-FAMILIES = ("finetune", "frozen_head", "tfidf_linear", "ensemble")
+FAMILIES = ("finetune", "frozen_head", "tfidf_linear", "setfit", "ensemble")
 
 
 class Classifier(ABC):
@@ -445,9 +448,9 @@ def load_classifier(
 ) -> Classifier:
     """Load any family's checkpoint from safetensors; no pickle, no remote code unless allowed.
 
-    `device` places the torch parts (a fine-tuned model, a frozen head's encoder; ensemble members
-    alike); None is the CPU. `precision` overrides the stored one for fine-tuned models (e.g. fp32
-    for CPU serving).
+    `device` places the torch parts (a fine-tuned model, a frozen head's encoder, a SetFit body;
+    ensemble members alike); None is the CPU. `precision` overrides the stored one for fine-tuned
+    models (e.g. fp32 for CPU serving).
     """
     path = Path(path)
     doc = read_classifier_json(path)
@@ -474,6 +477,10 @@ def load_classifier(
         return FrozenHeadClassifier(
             head, enc["model"], int(enc["max_length"]), device=device, **common
         )
+    if doc["family"] == "setfit":
+        from tasks.setfit_family import load_setfit
+
+        return load_setfit(path, fc, device, common)
     return _load_tfidf(path, fc, common)
 
 

@@ -61,6 +61,7 @@ class MixSpec:
     target_size: int | None = None
     ordering: str = "shuffled"
     keep_ids: frozenset[str] | None = field(default=None, compare=False)
+    member: int = 0  # ensemble member: its own duplication draw (0 keeps the plain arm's)
 
 
 def rng_for(seed: int, *parts: object) -> np.random.Generator:
@@ -120,7 +121,8 @@ def build_mix(
 ) -> pd.DataFrame:
     """The training rows of one arm, ordered as `spec.ordering` says; columns id, text, labels,
     source."""
-    rng = rng_for(spec.seed, spec.arm, spec.ratio, spec.real_fraction, spec.budget)
+    parts: tuple = (spec.arm, spec.ratio, spec.real_fraction, spec.budget)
+    rng = rng_for(spec.seed, *parts, *((spec.member,) if spec.member else ()))
     real_rows = _rows(real, "real")
     syn = None if synthetic is None else _rows(synthetic, "synthetic")
     if synthetic is not None and "volume_rank" in synthetic.columns and syn is not None:

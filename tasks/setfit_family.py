@@ -15,7 +15,7 @@ Checkpoint (`tasks.checkpoint`): `body/` is the fine-tuned body as a sentence-tr
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,11 @@ class SetFitConfig:
     body_learning_rate: float = 2e-5
     C: float = 1.0  # inverse regularization of each label's logistic regression
     head_max_iter: int = 1000
+
+
+def setfit_config(family: Any) -> SetFitConfig:
+    """The training settings of a config's SetFit family (fields of the same names)."""
+    return SetFitConfig(**{f.name: getattr(family, f.name) for f in fields(SetFitConfig)})
 
 
 class SetFitClassifier(Classifier):
@@ -59,6 +64,7 @@ class SetFitClassifier(Classifier):
         self.intercept = np.asarray(intercept, dtype=np.float32)
         self.max_length = int(max_length)
         self.model_source = model_source
+        self.steps_trained: int | None = None  # body steps, set by train_setfit
 
     def embed(self, texts: list[str]) -> np.ndarray:
         from tasks.embeddings import encode_texts
@@ -172,15 +178,18 @@ def train_setfit(
         trainer = setfit.Trainer(model=model, args=args, train_dataset=train)
         trainer.st_trainer.remove_callback(ProgressCallback)
         trainer.train()
-    coef, intercept = _head_arrays(model.model_head, y, model.model_body)
     body = model.model_body
-    return SetFitClassifier(body, coef, intercept, cfg.max_length, model_source=cfg.model, **common)
+    # sentence-transformers 5.x renamed get_sentence_embedding_dimension (still there, deprecated).
+    dim = getattr(body, "get_embedding_dimension", body.get_sentence_embedding_dimension)()
+    coef, intercept = _head_arrays(model.model_head, y, dim)
+    clf = SetFitClassifier(body, coef, intercept, cfg.max_length, model_source=cfg.model, **common)
+    clf.steps_trained = int(trainer.st_trainer.state.global_step)
+    return clf
 
 
-def _head_arrays(head: Any, y: np.ndarray, body: Any) -> tuple[np.ndarray, np.ndarray]:
+def _head_arrays(head: Any, y: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """`coef` (L, d) and `intercept` (L,) of a fitted one-vs-rest logistic head; a label with one
     class only in `y` (scikit-learn keeps a constant predictor for it) gets a constant logit."""
-    dim = body.get_sentence_embedding_dimension()
     n_labels = y.shape[1]
     coef = np.zeros((n_labels, dim), dtype=np.float32)
     intercept = np.zeros(n_labels, dtype=np.float32)

@@ -78,8 +78,47 @@ class TfidfLinearFamily(StrictModel):
     C: float = Field(10.0, gt=0, description="Inverse regularization of the logistic model.")
 
 
+class SetFitFamily(StrictModel):
+    """SetFit (tasks.setfit_family): the body fine-tuned on contrastive pairs of training rows,
+    then a one-vs-rest logistic head. It builds its own pairs, so `trials.orderings` do not apply
+    to it; its head is a logistic regression, so its only grid loss is `bce`."""
+
+    kind: Literal["setfit"] = "setfit"
+    name: str = Field("setfit", description="Family name in reports.")
+    model: str = Field(
+        "embedded:minilm-l6",
+        description="Sentence-transformers body: `embedded:minilm-l6`, a local folder or a hub id.",
+    )
+    max_length: int = Field(64, ge=16, description="Token limit per document.")
+    num_iterations: int = Field(
+        5,
+        ge=1,
+        description="Contrastive pairs per training row: each row gives this many positive and "
+        "as many negative pairs, so a body epoch is 2 x num_iterations x rows / batch_size steps. "
+        "48 rows at the defaults (30 steps): SEE_MEASURED.",
+    )
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Body steps of every trial instead of num_iterations x body_epochs (a fixed "
+        "budget whatever the mix size; trials.budget does not change it).",
+    )
+    body_epochs: int = Field(1, ge=1, description="Epochs of the body over its pairs.")
+    batch_size: int = Field(16, ge=1, description="Pairs per body step.")
+    body_learning_rate: float = Field(2e-5, gt=0, description="Body learning rate (AdamW).")
+    C: float = Field(1.0, gt=0, description="Inverse regularization of each label's head.")
+    head_max_iter: int = Field(1000, ge=1, description="Solver iterations of each label's head.")
+    regimes: list[str] | None = Field(None, description="Regimes this family runs on; default all.")
+    arms: list[Arm] | None = Field(
+        None,
+        description="Arms (of trials.arms) this family runs; default all. [real_only] makes it a "
+        "few-shot baseline on real data only: no cells of other arms, and so no volume controls.",
+    )
+
+
 Family = Annotated[
-    FinetuneFamily | FrozenHeadFamily | TfidfLinearFamily, Field(discriminator="kind")
+    FinetuneFamily | FrozenHeadFamily | TfidfLinearFamily | SetFitFamily,
+    Field(discriminator="kind"),
 ]
 
 
@@ -219,4 +258,18 @@ class TrialsConfig(StrictModel):
                 f"trials.resources.gpus={gpus} with num_workers > 1 in families {multi}: each "
                 "Ray Train worker of a multi-worker fine-tune needs a whole GPU (gpus >= 1)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _family_arms(self) -> TrialsConfig:
+        for fam in self.families:
+            arms = getattr(fam, "arms", None)
+            if arms is None:
+                continue
+            missing = [a for a in arms if a not in self.arms]
+            if missing:
+                raise ValueError(
+                    f"families[{fam.name}].arms={list(arms)}: {missing} not in "
+                    f"trials.arms={list(self.arms)}"
+                )
         return self

@@ -131,7 +131,9 @@ def test_cheap_families_every_arm_with_its_volume_control(tmp_path, uspto_path):
         assert ens.n_train.tolist() == [80] and ens.n_synthetic.tolist() == [40]
         # Every augmented arm is controlled by a real-only mix of exactly its size.
         for _tid, ctl in f[f.arm == "duplicate_to_match"].iterrows():
-            assert ctl.n_synthetic == 0 and ctl.n_real == ctl.n_train
+            ensemble = f.loc[ctl.controls.split(",")[0]].arm == "ensemble"
+            # An ensemble's control is an ensemble of two duplicate_to_match members of 60 rows.
+            assert ctl.n_synthetic == 0 and ctl.n_real == (40 if ensemble else ctl.n_train)
             for aug in ctl.controls.split(","):
                 assert f.loc[aug].n_train == ctl.n_train
         controlled = {a for c in f[f.arm == "duplicate_to_match"].controls for a in c.split(",")}
@@ -155,6 +157,15 @@ def test_cheap_families_every_arm_with_its_volume_control(tmp_path, uspto_path):
     # The ensemble checkpoint is one loadable (servable) classifier, with its recorded metrics.
     ens_clf = load_classifier(out / ens.checkpoint)
     assert ens_clf.family == "ensemble" and len(ens_clf.members) == 2
+    ens_ctl = df[(df.family == "head") & (df.controls == ens.trial_id)].iloc[0]
+    assert ens_ctl.arm == "duplicate_to_match" and ens_ctl.n_train == ens.n_train
+    assert len(load_classifier(out / ens_ctl.checkpoint).members) == 2
+    # Every trial leaves its test predictions for the report's document bootstrap.
+    from orchestrator.trials_fit import read_predictions
+
+    pred = read_predictions(out / "predictions" / f"{ens.trial_id}.npz")
+    assert pred["test_proba"].shape == (len(pred["test_ndcg"]), 6)
+    assert pred["test_ndcg"].mean() == pytest.approx(ens.test_ndcg10, abs=1e-5)
     assert ens_clf.meta["metrics"]["test_micro_f1"] == pytest.approx(ens.test_micro_f1)
     assert json.loads((out / "numerics.json").read_text()) == []
 

@@ -87,8 +87,8 @@ def test_serving_precision():
 
 
 def test_serving_device():
-    # A GPU replica runs every torch family on CUDA, the frozen head's encoder too.
-    for family in ("finetune", "frozen_head", "ensemble"):
+    # A GPU replica runs every torch family on CUDA (a frozen head's encoder, SetFit's body too).
+    for family in ("finetune", "frozen_head", "setfit", "ensemble"):
         assert serving_device(family, num_gpus=1, cuda=True) == "cuda"
         assert serving_device(family, num_gpus=0.25, cuda=True) == "cuda"
         assert serving_device(family, num_gpus=0, cuda=True) == "cpu"

@@ -2,6 +2,7 @@
 
 from collections import Counter
 
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 
@@ -160,7 +161,25 @@ def test_ensemble_arm_needs_two_corpora_and_its_control_counts_every_member():
     ens = [c for c in cells if c.arm == "ensemble"]
     assert len(ens) == 1 and len(ens[0].members) == 2
     assert ens[0].n_train == 40 + 40 + 40
-    assert [c.n_train for c in cells if c.arm == "duplicate_to_match"] == [120]
+    # Its control is an ensemble of the members' own controls, not one model of all the rows.
+    (ctl,) = [c for c in cells if c.arm == "duplicate_to_match"]
+    assert ctl.n_train == 120 and ctl.controls == ens[0].trial_id
+    assert ctl.members == ["duplicate_to_match:80", "duplicate_to_match:80"]
+
+
+def test_ensemble_control_members_are_distinct_duplication_draws():
+    from orchestrator.trials_fit import TrialData, build_cell_mix
+
+    cfg = study({"families": [fam("frozen_head")], "arms": ["ensemble"], "ratios": [1.0]})
+    (ctl,) = [c for c in expand_grid(cfg) if c.arm == "duplicate_to_match"]
+    real = pd.DataFrame(
+        {"id": [f"p{i}" for i in range(40)], "text": ["t"] * 40, "labels": [["A"]] * 40}
+    )
+    data = TrialData(["A"], ["a"], {ctl.regime_key: real}, {}, real[:2], real[:2])
+    a, b = (build_cell_mix(ctl, data, m, i) for i, m in enumerate(ctl.members))
+    assert len(a) == len(b) == 80 and set(a.source) == {"real"}
+    assert set(a.id) == set(real.id)  # every real row at least once in each member
+    assert sorted(a.id) != sorted(b.id)  # but different duplicates
 
 
 def test_cuda_only_numerics_are_skipped_with_the_reason_and_tfidf_losses_checked():
