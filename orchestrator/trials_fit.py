@@ -33,6 +33,7 @@ RESULT_COLUMNS = [
     "strategy",
     "variant",
     "family",
+    "family_kind",
     "loss",
     "precision",
     "attention",

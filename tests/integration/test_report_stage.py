@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 from typer.testing import CliRunner
 
 from orchestrator.cache import Manifest, write_json_atomic
 from orchestrator.cli import app
 from orchestrator.config import load_config
 from orchestrator.config.loader import dump_config
+from orchestrator.trials_fit import write_predictions
+from tasks.corpus import write_table
+from tasks.labels import LabelSpace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_report_tables import (  # noqa: E402
     N_CORPORA,
+    VAL_BEST,
     planted_gain,
     planted_results,
     planted_summary,
 )
 
 pytestmark = pytest.mark.integration
+CODES = ("A01B", "B02C", "C03D", "H04L")
+N_TEST = 40
 
 
 def _study(tmp_path: Path, synthetic: bool) -> Path:
@@ -63,7 +72,30 @@ def _plant(run_dir: Path, stage: str, frames: dict[str, pd.DataFrame], extra=Non
     write_json_atomic(d / "manifest.json", Manifest(stage, f"{stage}-fp", {}, {}, {}, "t").__dict__)
 
 
-def _run_dir(tmp_path: Path, synthetic: bool, results: pd.DataFrame) -> Path:
+def _plant_predictions(run_dir: Path, results: pd.DataFrame) -> None:
+    """The prepare stage's labels and test table, and each ok trial's predictions file written
+    as the trials stage writes it."""
+    rng = np.random.default_rng(0)
+    space = LabelSpace(CODES, CODES, (10,) * len(CODES))
+    (run_dir / "prepare" / "labels.json").write_text(json.dumps(space.to_json()))
+    labels = [sorted(set(rng.choice(CODES, size=rng.integers(1, 3)))) for _ in range(N_TEST)]
+    test = pd.DataFrame({"id": [f"t{i}" for i in range(N_TEST)], "text": "x", "labels": labels})
+    write_table(test, run_dir / "prepare" / "test.parquet")
+    folder = run_dir / "trials" / "predictions"
+    folder.mkdir(parents=True)
+    for tid in results[results.status == "ok"].trial_id:
+        write_predictions(
+            folder / f"{tid}.npz",
+            rng.random((8, len(CODES))),
+            rng.random((N_TEST, len(CODES))),
+            np.full(len(CODES), 0.5),
+            rng.random(N_TEST),
+        )
+
+
+def _run_dir(
+    tmp_path: Path, synthetic: bool, results: pd.DataFrame, predictions: bool = False
+) -> Path:
     cfg = load_config(_study(tmp_path, synthetic))
     run_dir = tmp_path / "runs" / "rep"
     run_dir.mkdir(parents=True)
@@ -84,11 +116,13 @@ def _run_dir(tmp_path: Path, synthetic: bool, results: pd.DataFrame) -> Path:
         }
     ]
     _plant(run_dir, "trials", {"results.parquet": results}, {"numerics.json": guard})
+    if predictions:
+        _plant_predictions(run_dir, results)
     return run_dir
 
 
 def test_report_from_run_dir_has_right_gains_correlations_and_figures(tmp_path: Path) -> None:
-    run_dir = _run_dir(tmp_path, True, planted_results())
+    run_dir = _run_dir(tmp_path, True, planted_results(), predictions=True)
     res = CliRunner().invoke(app, ["report", str(run_dir)])
     assert res.exit_code == 0, res.output
     out = run_dir / "report"
@@ -113,7 +147,23 @@ def test_report_from_run_dir_has_right_gains_correlations_and_figures(tmp_path: 
     assert 'src="figures/' not in html  # self-contained
     md = (out / "report.md").read_text()
     assert "![Fidelity (MMD) vs controlled gain](figures/mmd_vs_gain.png)" in md
-    assert "3 seed pairs per point" in md
+    assert "3 paired runs per point (1 draw x 3 seeds, 40 test documents)" in md
+    assert md.split("\n## ", 2)[1].startswith("Verdict")
+    # the document bootstrap ran on the predictions: its variance is in every verdict
+    doc = json.loads((out / "verdict.json").read_text())
+    assert doc["study"] == "rep" and [v["regime"] for v in doc["regimes"]] == ["r48", "r96"]
+    # the half-width without documents: t(2) at 1 - 0.05/12 (chosen among 6) x sd 0.002 / sqrt 3
+    seeds_only = stats.t.ppf(1 - 0.05 / 12, 2) * 0.002 / math.sqrt(3)
+    for v in doc["regimes"]:
+        assert v["units"] == {"draws": 1, "seeds": 3, "documents": N_TEST}
+        assert f"bootstrap over {N_TEST} test documents" in v["interval_method"]
+        assert v["cell"]["strategy"] == f"s{VAL_BEST}" and v["n_cells_compared"] == N_CORPORA
+        assert v["gain"] == pytest.approx(planted_gain(v["regime"], VAL_BEST))
+        assert v["ci_low"] < v["gain"] < v["ci_high"]
+        assert v["ci_high"] - v["gain"] > seeds_only  # random predictions: wide documents part
+    components = json.loads((out / "variance_components.json").read_text())
+    assert components["n_docs"] == N_TEST and components["overall"]["doc"] > 0
+    assert f"{N_TEST} test documents resampled 300 times" in md
     manifest = Manifest.read(out)
     assert manifest is not None
     assert manifest.rows["figures"] == 3 and manifest.rows["gains"] == 2 * N_CORPORA
@@ -125,6 +175,25 @@ def test_report_from_run_dir_has_right_gains_correlations_and_figures(tmp_path: 
     again = CliRunner().invoke(app, ["report", str(run_dir)])
     assert again.exit_code == 0
     assert Manifest.read(out).fingerprint == manifest.fingerprint
+
+
+def test_older_run_without_predictions_still_reports(tmp_path: Path) -> None:
+    # A run from before trials/predictions/ existed: intervals over seeds only, said so.
+    run_dir = _run_dir(tmp_path, True, planted_results())
+    res = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    out = run_dir / "report"
+    doc = json.loads((out / "verdict.json").read_text())
+    assert len(doc["regimes"]) == 2
+    for v in doc["regimes"]:
+        assert v["units"] == {"draws": 1, "seeds": 3, "documents": 0}
+        assert v["units_text"] == "1 draw x 3 seeds"
+        assert "test documents not resampled" in v["interval_method"]
+        assert v["gain"] == pytest.approx(planted_gain(v["regime"], VAL_BEST))
+        assert v["significant"] is True
+    md = (out / "report.md").read_text()
+    assert "test documents not resampled (no per-trial predictions)" in md
+    assert json.loads((out / "variance_components.json").read_text())["n_docs"] == 0
 
 
 def test_real_only_study_reports_losses_without_fidelity(tmp_path: Path) -> None:

@@ -127,9 +127,10 @@ def test_contrastive_body_pulls_rows_sharing_a_label_together(tiny_body, trained
         cos = e @ e.T
         return float(cos[same & off].mean() - cos[~same].mean())
 
+    # Mean cosine of pairs sharing a label minus that of the others; measured 0.02 -> 0.79.
     before = gap(encode_texts(texts, load_encoder(tiny_body, 32)))
     after = gap(clf.embed(texts))
-    assert after > before + 0.1
+    assert before < 0.1 and after > 0.5
 
 
 def test_same_seed_same_model(tiny_body, trained):
