@@ -75,8 +75,9 @@ def normalize(results: pd.DataFrame) -> pd.DataFrame:
             df[col] = df[col].fillna("").astype(str)
     for col in numeric:
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    for col in ("draw", "seed"):
-        df[col] = pd.to_numeric(df.get(col, 0), errors="coerce").fillna(0).astype(int)
+    for col in ("draw", "seed"):  # runs from before regime draws have no `draw` column
+        values = df[col] if col in df.columns else pd.Series(0, index=df.index)
+        df[col] = pd.to_numeric(values, errors="coerce").fillna(0).astype(int)
     df["n_train"] = n_train
     for col in METRICS:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
@@ -453,13 +454,18 @@ def fixed_budget_curve(a: Analysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def retrieval_vs_classification(a: Analysis, ndcg: Analysis | None) -> pd.DataFrame:
+def retrieval_vs_classification(
+    a: Analysis, ndcg: Analysis | None, f1: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Per augmented cell: nDCG@10 change (absolute and relative) beside the micro-F1 change,
-    both over real_only of the same loss, draw and seed."""
-    f1 = controlled_gains(a)
+    both over real_only of the same loss, draw and seed (`f1`: a's controlled gains, when
+    already computed)."""
+    f1 = controlled_gains(a) if f1 is None else f1
     if f1.empty or ndcg is None:
         return pd.DataFrame()
     nd = controlled_gains(ndcg)
+    if nd.empty:
+        return pd.DataFrame()
     cols = ["gain_real_only", "gain_real_only_low", "gain_real_only_high", "n_gain_real_only"]
     left = f1[CELL + ["val_mean"] + cols].rename(
         columns={c: c.replace("gain_real_only", "f1_change") for c in cols}

@@ -137,12 +137,11 @@ def build_sections(
     mixing = mixing_comparisons(a)
     losses = loss_comparisons(a)
     nd = _analysis(results, scores, "test_ndcg10", select, opts) if metric != "test_ndcg10" else a
-    f1 = (
-        a
-        if metric == "test_micro_f1"
-        else _analysis(results, scores, "test_micro_f1", select, opts)
-    )
-    retrieval = retrieval_vs_classification(f1, nd)
+    if metric == "test_micro_f1":
+        retrieval = retrieval_vs_classification(a, nd, gains)
+    else:
+        f1 = _analysis(results, scores, "test_micro_f1", select, opts)
+        retrieval = retrieval_vs_classification(f1, nd)
     num = numerics_table(numerics, a)
     paper = paper_vs_run(verdict, gains, fisher, curve, retrieval, regime_order, agg, metric)
     components = variance_components(a, gains) if not gains.empty else pd.DataFrame()

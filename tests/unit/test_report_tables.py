@@ -482,30 +482,16 @@ def test_document_bootstrap_enters_the_controlled_gain_interval() -> None:
     assert g.gain_control_high - g.gain_control == pytest.approx(half, rel=1e-4)
     assert g.gain_control_low < g.gain_control < g.gain_control_high
     # the document replicates are centred on the full-test-set value
-    assert res.replicates(aug).mean() == pytest.approx(df.loc[aug, "test_micro_f1"].mean(), abs=0.01)
+    assert res.replicates(aug).mean() == pytest.approx(
+        df.loc[aug, "test_micro_f1"].mean(), abs=0.01
+    )
 
 
-# Known library bugs, reported to the owner of tasks/report/tables.py; strict, so that the fix
-# shows up as an XPASS and these markers get removed.
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="tables.normalize: a results table without a `draw` column (a run from before regime "
-    "draws) raises AttributeError ('int' object has no attribute 'fillna')",
-)
 def test_results_without_a_draw_column_are_one_draw() -> None:
     gains = controlled_gains(Analysis(planted_results().drop(columns="draw"), opts=OPTS))
     assert (gains.n_draws == 1).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="tables.retrieval_vs_classification: no ok nDCG trial (no test_ndcg10 column) makes "
-    "controlled_gains(ndcg) empty and nd['mean'] raises KeyError",
-)
 def test_retrieval_without_ndcg_reports_no_change() -> None:
     df = planted_results().drop(columns="test_ndcg10")
     ret = retrieval_vs_classification(
