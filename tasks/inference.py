@@ -312,13 +312,18 @@ class DocResampler:
         weights = np.bincount(draws.ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
         weights = weights.astype(np.float32)
         self._reps = np.empty((len(scores.trial_ids), n_resamples), np.float32)
-        for start in range(0, len(scores.trial_ids), 512):  # bounded memory on big grids
-            sl = slice(start, start + 512)
-            part = DocScores(
-                scores.trial_ids[sl], scores.tp[sl], scores.fp[sl], scores.fn[sl],
-                None if scores.ndcg is None else scores.ndcg[sl],
-            )  # fmt: skip
-            self._reps[sl] = part._apply(metric, weights)
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS thread: these products are small, and OpenBLAS's spinning threads run them
+        # ~100x slower when the cores are busy with trials or other tests (measured here).
+        with threadpool_limits(1, user_api="blas"):
+            for start in range(0, len(scores.trial_ids), 512):  # bounded memory on big grids
+                sl = slice(start, start + 512)
+                part = DocScores(
+                    scores.trial_ids[sl], scores.tp[sl], scores.fp[sl], scores.fn[sl],
+                    None if scores.ndcg is None else scores.ndcg[sl],
+                )  # fmt: skip
+                self._reps[sl] = part._apply(metric, weights)
         self._row = {t: i for i, t in enumerate(scores.trial_ids)}
 
     def has(self, trial_ids: Sequence[str]) -> bool:
