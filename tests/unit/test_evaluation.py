@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tasks.evaluation import (
+    THRESHOLD_GRID,
     choose_thresholds,
     classification_metrics,
     global_threshold,
@@ -53,6 +54,17 @@ def test_thresholds_chosen_on_val():
     assert choose_thresholds(y, p, "global").tolist() == pytest.approx([0.225, 0.225])
     with pytest.raises(ValueError, match="thresholds='best'.*per_label_where_supported"):
         choose_thresholds(y, p, "best")
+
+
+def test_global_threshold_is_scikit_learns_micro_f1_argmax():
+    from sklearn.metrics import f1_score
+
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        y = (rng.random((40, 5)) < 0.3).astype(int)
+        p = np.round(np.clip(0.4 * y + 0.6 * rng.random((40, 5)), 0, 1), 2)
+        f1 = [f1_score(y, p >= t, average="micro", zero_division=0) for t in THRESHOLD_GRID]
+        assert global_threshold(y, p) == THRESHOLD_GRID[int(np.argmax(f1))]
 
 
 def test_per_label_where_supported_falls_back_to_global_below_k_positives():
