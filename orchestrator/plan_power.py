@@ -103,6 +103,12 @@ def power_plan(
     per_regime = {c.regime for c in cells}
     kinds = {f.name: f.kind for f in cfg.trials.families}
     n_docs = _test_documents(cfg, pilot)
+    # The report pools a family's run variance over its cells (report.pool_run_variance).
+    pooling = cfg.report.pool_run_variance if cfg.report else True
+    family_cells = {
+        f: sum(1 for c in cells if c.family == f and c.seed == first) if pooling else 1
+        for f in kinds
+    }
     lines = []
     for regime in [r.name for r in sorted(cfg.data.regimes, key=lambda r: r.size)]:
         if regime not in per_regime:
@@ -115,9 +121,10 @@ def power_plan(
         for fam in dict.fromkeys(c.family for c in mine):
             vc = _components(pilot, kinds[fam])
             draws = cfg.data.regime_draws
-            mde = min_detectable_gain(vc, draws, seeds, n_docs, alpha, k_test, TARGET_POWER)
+            pooled = max(1, family_cells[fam])
+            mde = min_detectable_gain(vc, draws, seeds, n_docs, alpha, k_test, TARGET_POWER, pooled)
             needed = (
-                runs_needed(detect, vc, n_docs, alpha, k_test, TARGET_POWER)
+                runs_needed(detect, vc, n_docs, alpha, k_test, TARGET_POWER, cells=pooled)
                 if detect is not None
                 else None
             )

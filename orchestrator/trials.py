@@ -217,12 +217,13 @@ def _largest_mixes(
     corpora: list[dict[str, Any]],
     filtered_rows: dict[tuple[str, float], int],
 ) -> dict[str, int]:
-    """Regime -> rows of its largest training mix over every draw (controls included: an
-    ensemble's control holds all its members' data)."""
+    """Regime -> rows of the largest mix one model trains on, over every draw. Controls have
+    their arms' sizes; an ensemble (and its control) trains one model per member, each on the
+    real rows plus that member's volume."""
     return {
         regime: max(
             (
-                m["n_train"]
+                max(m.get(CONTROL_MEMBERS) or [m["n_train"]])
                 for draw in range(cfg.data.regime_draws)
                 for m in _mixes(cfg, t, regime, n_real, corpora, filtered_rows, draw)
             ),
@@ -302,7 +303,10 @@ def _model_axes(t: TrialsConfig, cuda: bool) -> list[dict[str, Any]]:
             if fam.kind == "finetune"
             else [("fp32", NO_ATTENTION)]
         )
-        for loss in t.losses:
+        # SetFit is the few-shot baseline with its own head (a logistic regression): it runs
+        # once per seed whatever the study's loss axis, so the baseline always exists.
+        losses = list(SETFIT_LOSSES) if fam.kind == "setfit" else t.losses
+        for loss in losses:
             for precision, attention in numerics:
                 reason = ""
                 if fam.kind == "tfidf_linear" and loss not in TFIDF_LOSSES:

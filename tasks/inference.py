@@ -63,6 +63,8 @@ class Estimate:
     var_runs: float
     var_docs: float
     runs_unit: str
+    pooled_cells: int = 0  # >0: the run variance is pooled over this many cells
+    df_runs: float = math.nan  # degrees of freedom of the run variance
 
     def to_dict(self, prefix: str = "") -> dict[str, Any]:
         return {f"{prefix}{k}": v for k, v in asdict(self).items()}
@@ -70,7 +72,7 @@ class Estimate:
     @property
     def method(self) -> str:
         """The interval's method in words, for the report."""
-        return interval_method(self.runs_unit, self.n_docs)
+        return interval_method(self.runs_unit, self.n_docs, self.pooled_cells, self.df_runs)
 
     @property
     def units(self) -> str:
@@ -94,12 +96,14 @@ class Estimate:
         return Estimate(**{**asdict(self), "ci_low": lo, "ci_high": hi, "p": p})
 
 
-def interval_method(runs_unit: str, n_docs: int) -> str:
+def interval_method(runs_unit: str, n_docs: int, pooled_cells: int = 0, df_runs: float = 0) -> str:
     runs = {
         "draws": "t interval over regime draws",
         "seeds": "t interval over training seeds (one regime draw: conditional on it)",
         "none": "one run per cell (training variation not estimated)",
     }[runs_unit]
+    if pooled_cells > 1 and runs_unit != "none":
+        runs += f", its variance pooled over {pooled_cells} cells of the family ({df_runs:g} df)"
     if n_docs:
         return f"{runs} + bootstrap over {n_docs} test documents (Welch-Satterthwaite df)"
     return f"{runs}; test documents not resampled"
@@ -130,16 +134,62 @@ def _nan_estimate(confidence: float, n_draws: int = 0, n_seeds: int = 0) -> Esti
     )
 
 
+@dataclass(frozen=True)
+class PooledVariance:
+    """The variance of one unit (a seed's value, or a draw's mean) pooled over cells, as a
+    one-way ANOVA's residual mean square: sum of squared deviations / sum of their df."""
+
+    unit: str  # "draws" or "seeds"
+    variance: float
+    df: float
+    cells: int
+
+
+def unit_deviations(values: np.ndarray) -> tuple[str, float, int]:
+    """(unit, sum of squared deviations of the units from their mean, df) of one cell's
+    draws x seeds values: draw means when there are two or more draws, else the seeds."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v).any(axis=1)]
+    if len(v) >= 2:
+        with np.errstate(invalid="ignore"):
+            means = np.nanmean(v, axis=1)
+        return "draws", float(((means - means.mean()) ** 2).sum()), len(means) - 1
+    seeds = v[0][np.isfinite(v[0])] if len(v) else np.array([])
+    if len(seeds) < 2:
+        return "none", 0.0, 0
+    return "seeds", float(((seeds - seeds.mean()) ** 2).sum()), len(seeds) - 1
+
+
+def pool(cells: list[np.ndarray]) -> PooledVariance | None:
+    """Pool the run variance of several cells' draws x seeds values (None if nothing to pool).
+
+    Assumes one unit variance for every cell (e.g. the seed-to-seed spread of a family's gains):
+    the price of two seeds is one degree of freedom per cell, and pooling turns a study's cells
+    into the degrees of freedom a t interval needs. Cells measured over draws and over seeds are
+    not mixed: the draws' kind wins when any cell has two draws.
+    """
+    parts = [unit_deviations(v) for v in cells]
+    unit = "draws" if any(u == "draws" for u, _, _ in parts) else "seeds"
+    ss = sum(s for u, s, _ in parts if u == unit)
+    df = sum(d for u, _, d in parts if u == unit)
+    n = sum(1 for u, _, d in parts if u == unit and d > 0)
+    if df < 1:
+        return None
+    return PooledVariance(unit, ss / df, float(df), n)
+
+
 def estimate(
     values: np.ndarray,
     doc_replicates: np.ndarray | None = None,
     confidence: float = 0.95,
     n_docs: int = 0,
+    pooled: PooledVariance | None = None,
 ) -> Estimate:
     """Mean of `values` (draws x seeds, NaN where a run is missing) and its interval.
 
     `doc_replicates`: the same statistic recomputed on B bootstrap resamples of the test
-    documents (B,), or None when the documents are not resampled. The p-value tests mean = 0
+    documents (B,), or None when the documents are not resampled. `pooled`: a unit variance
+    pooled over cells (`pool`) to use instead of this cell's own. The p-value tests mean = 0
     (meaningful for gains).
     """
     v = np.asarray(values, dtype=float)
@@ -163,6 +213,14 @@ def estimate(
         unit, var_runs, df_runs = "seeds", float(seeds.var(ddof=1)) / len(seeds), len(seeds) - 1
     else:
         unit, var_runs, df_runs = "none", 0.0, math.inf
+    pooled_cells = 0
+    if pooled is not None and (unit == pooled.unit or unit == "none"):
+        n_units = n_draws if pooled.unit == "draws" else int(counts[0])
+        if pooled.unit == "draws" and n_draws < 2:
+            n_units = 0
+        if n_units >= 1:
+            unit, var_runs, df_runs = pooled.unit, pooled.variance / n_units, pooled.df
+            pooled_cells = pooled.cells
     var_docs = 0.0
     if doc_replicates is not None and len(doc_replicates) > 1:
         reps = np.asarray(doc_replicates, dtype=float)
@@ -180,7 +238,7 @@ def estimate(
         p = math.nan
     return Estimate(
         mean, se, df, lo, hi, p, confidence, n_draws, n_seeds, n_runs, n_docs, var_runs,
-        var_docs, unit,
+        var_docs, unit, pooled_cells, float(df_runs),
     )  # fmt: skip
 
 
@@ -359,6 +417,7 @@ def estimate_runs(
     replicates: np.ndarray | None,
     confidence: float,
     n_docs: int,
+    pooled: PooledVariance | None = None,
 ) -> Estimate:
     """`estimate` of per-run values (a metric, or a treated - reference difference) keyed by
     (draw, seed), with per-run document replicates (n, B) combined the same way as the values:
@@ -371,4 +430,4 @@ def estimate_runs(
         rgrid, _ = unit_matrix(draws, seeds, replicates)
         with np.errstate(invalid="ignore"):
             reps = np.nanmean(np.nanmean(rgrid, axis=1), axis=0)  # (B,)
-    return estimate(grid, reps, confidence, n_docs if replicates is not None else 0)
+    return estimate(grid, reps, confidence, n_docs if replicates is not None else 0, pooled)

@@ -52,8 +52,12 @@ def default_components() -> VarianceComponents:
     return VarianceComponents(**DEFAULT_COMPONENTS, source="default (no pilot)")
 
 
-def _draws(vc: VarianceComponents, draws: int, seeds: int, n_docs: int, rng_seed: int = 0):
-    """Simulated (estimate error, run-variance estimate) of a design, and its fixed parts."""
+def _draws(
+    vc: VarianceComponents, draws: int, seeds: int, n_docs: int, cells: int = 1, rng_seed: int = 0
+):
+    """Simulated (estimate error, run-variance estimate) of a design, and its fixed parts.
+
+    `cells`: how many cells the run variance is pooled over (the report pools a family's)."""
     rng = np.random.default_rng(rng_seed)
     z = rng.standard_normal(_SIMULATIONS)
     if draws >= 2:
@@ -65,13 +69,16 @@ def _draws(vc: VarianceComponents, draws: int, seeds: int, n_docs: int, rng_seed
     else:  # one run: the estimator has no run variance to estimate
         run_var, df = 0.0, 0
         err_var = vc.draw + vc.seed + vc.doc / n_docs
+    df *= max(1, cells)
     chi = rng.chisquare(df, _SIMULATIONS) / df if df >= 1 else np.zeros(_SIMULATIONS)
     return z, math.sqrt(err_var), run_var * chi, df, vc.doc / n_docs
 
 
-def _rejection(vc: VarianceComponents, draws: int, seeds: int, n_docs: int, alpha: float, k: int):
+def _rejection(
+    vc: VarianceComponents, draws: int, seeds: int, n_docs: int, alpha: float, k: int, cells: int
+):
     """gain -> rejection rate of the design's test (the simulated draws fixed once)."""
-    z, err_sd, run_var_hat, df_runs, doc_var = _draws(vc, draws, seeds, n_docs)
+    z, err_sd, run_var_hat, df_runs, doc_var = _draws(vc, draws, seeds, n_docs, cells)
     total = run_var_hat + doc_var
     # The degrees of freedom exactly as tasks.inference.estimate computes them for each study.
     df = combined_df(run_var_hat, df_runs if df_runs >= 1 else math.inf, doc_var)
@@ -89,9 +96,11 @@ def power(
     n_docs: int,
     alpha: float = 0.05,
     k: int = 1,
+    cells: int = 1,
 ) -> float:
-    """Probability that the verdict's test calls `gain` significant (two-sided, level alpha / k)."""
-    return _rejection(vc, draws, seeds, n_docs, alpha, k)(gain)
+    """Probability that the verdict's test calls `gain` significant (two-sided, level alpha / k;
+    the run variance pooled over `cells` cells)."""
+    return _rejection(vc, draws, seeds, n_docs, alpha, k, cells)(gain)
 
 
 def min_detectable_gain(
@@ -102,9 +111,10 @@ def min_detectable_gain(
     alpha: float = 0.05,
     k: int = 1,
     target: float = 0.8,
+    cells: int = 1,
 ) -> float:
     """The smallest true gain the design detects with probability `target` (bisection)."""
-    reject = _rejection(vc, draws, seeds, n_docs, alpha, k)
+    reject = _rejection(vc, draws, seeds, n_docs, alpha, k, cells)
     lo, hi = 0.0, 1.0
     if reject(hi) < target:
         return math.inf
@@ -123,6 +133,7 @@ def runs_needed(
     target: float = 0.8,
     max_draws: int = 20,
     max_seeds: int = 10,
+    cells: int = 1,
 ) -> tuple[int, int] | None:
     """The cheapest (draws, seeds), fewest runs first, whose power for `gain` reaches `target`."""
     designs = sorted(
@@ -130,6 +141,6 @@ def runs_needed(
         key=lambda ds: (ds[0] * ds[1], ds[0]),
     )
     for d, s in designs:
-        if power(gain, vc, d, s, n_docs, alpha, k) >= target:
+        if power(gain, vc, d, s, n_docs, alpha, k, cells) >= target:
             return d, s
     return None

@@ -29,7 +29,7 @@ from tasks.heads import CONSTANT_LOGIT
 class SetFitConfig:
     model: str = "embedded:minilm-l6"
     max_length: int = 64
-    num_iterations: int = 5  # positive (and as many negative) pairs per training row
+    num_iterations: int = 2  # positive (and as many negative) pairs per training row
     max_steps: int | None = None  # body steps; overrides num_iterations x body_epochs
     body_epochs: int = 1
     batch_size: int = 16  # pairs per body step
@@ -179,7 +179,7 @@ def train_setfit(
         trainer.st_trainer.remove_callback(ProgressCallback)
         trainer.train()
     body = model.model_body
-    # sentence-transformers 5.x renamed get_sentence_embedding_dimension (still there, deprecated).
+    # Newer sentence-transformers renamed get_sentence_embedding_dimension (kept, deprecated).
     dim = getattr(body, "get_embedding_dimension", body.get_sentence_embedding_dimension)()
     coef, intercept = _head_arrays(model.model_head, y, dim)
     clf = SetFitClassifier(body, coef, intercept, cfg.max_length, model_source=cfg.model, **common)

@@ -51,6 +51,12 @@ class ReportConfig(StrictModel):
         "{family: tfidf-lr, strategy: paraphrase, ratio: 1.0}: the keys must name exactly one "
         "augmented cell per regime; the verdict then needs no adjustment for the choice.",
     )
+    pool_run_variance: bool = Field(
+        True,
+        description="Pool the seed (or draw) variance of controlled gains over a family's cells "
+        "(one variance per family, as an ANOVA's residual): with 2-3 seeds a cell's own has 1-2 "
+        "degrees of freedom (docs/statistics.md).",
+    )
     bootstrap_samples: int = Field(
         2000, ge=100, description="Bootstrap resamples of the test documents."
     )

@@ -91,11 +91,12 @@ class SetFitFamily(StrictModel):
     )
     max_length: int = Field(64, ge=16, description="Token limit per document.")
     num_iterations: int = Field(
-        5,
+        2,
         ge=1,
         description="Contrastive pairs per training row: each row gives this many positive and "
         "as many negative pairs, so a body epoch is 2 x num_iterations x rows / batch_size steps. "
-        "48 rows at the defaults (30 steps): SEE_MEASURED.",
+        "48 rows at the defaults with MiniLM at 64 tokens: 12 steps, 26-32 s on one core of a "
+        "2-core AMD EPYC (AVX-512), ~2.5 s per step; scoring 600 texts takes 11-13 s more.",
     )
     max_steps: int | None = Field(
         None,
@@ -105,7 +106,13 @@ class SetFitFamily(StrictModel):
     )
     body_epochs: int = Field(1, ge=1, description="Epochs of the body over its pairs.")
     batch_size: int = Field(16, ge=1, description="Pairs per body step.")
-    body_learning_rate: float = Field(2e-5, gt=0, description="Body learning rate (AdamW).")
+    body_learning_rate: float = Field(
+        2e-5,
+        gt=0,
+        description="Body learning rate (AdamW; SetFit's default). With a dozen steps a higher "
+        "one helps: 48 rows, MiniLM, 12 steps: val micro-F1 0.38 at 2e-5, 0.45 at 3e-4 (0.37 "
+        "with the body left as it is).",
+    )
     C: float = Field(1.0, gt=0, description="Inverse regularization of each label's head.")
     head_max_iter: int = Field(1000, ge=1, description="Solver iterations of each label's head.")
     regimes: list[str] | None = Field(None, description="Regimes this family runs on; default all.")

@@ -50,7 +50,7 @@ class ReportStage(Stage):
         with console.status("report: intervals, correlations, figures"):
             res = write_report(
                 results, summary, numerics, ctx.out_dir, regime_order(ctx.cfg), ctx.cfg.study,
-                rep.metric, opts, scores, rep.select_metric, rep.headline,
+                rep.metric, opts, scores, rep.select_metric, rep.headline, rep.pool_run_variance,
             )  # fmt: skip
         paper = res.tables["paper_vs_run"]
         for v in res.verdict:
@@ -67,10 +67,7 @@ class ReportStage(Stage):
             summary={
                 "paper_vs_run": paper.to_dict("records"),
                 "verdict": [v["sentence"] for v in res.verdict],
-                "status_note": "; ".join(
-                    f"{v['regime']}: {v['gain']:+.3f} ({'significant' if v['significant'] else 'n.s.'})"  # noqa: E501
-                    for v in res.verdict
-                ),
+                "status_note": _verdict_note(res.verdict),
             },
         )
 
@@ -89,6 +86,14 @@ def deps_of(cfg: StudyConfig) -> tuple[str, ...]:
 def regime_order(cfg: StudyConfig) -> list[str]:
     """Regime names from the smallest to the largest (the order of Fisher z comparisons)."""
     return [r.name for r in sorted(cfg.data.regimes, key=lambda r: r.size)]
+
+
+def _verdict_note(verdict: list[dict[str, Any]]) -> str:
+    """`synthpat status`'s note: each regime's controlled gain and whether it is significant."""
+    return "; ".join(
+        f"{v['regime']}: {v['gain']:+.3f} ({'significant' if v['significant'] else 'n.s.'})"
+        for v in verdict
+    )
 
 
 def doc_scores(trials_dir: Path, prepare_dir: Path, results: Any) -> Any:

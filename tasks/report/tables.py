@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.inference import DocResampler, Estimate, estimate_runs
+from tasks.inference import (
+    DocResampler,
+    Estimate,
+    PooledVariance,
+    estimate_runs,
+    pool,
+    unit_matrix,
+)
 from tasks.stats import bh_qvalues
 
 AUGMENTED_ARMS = ("real_plus_synthetic", "filtered", "fixed_budget", "ensemble")
@@ -106,6 +113,7 @@ class Analysis:
         select: str = "val_micro_f1",
         opts: StatsOptions | None = None,
         resampler: DocResampler | None = None,
+        pool_runs: bool = True,
     ):
         if not select.startswith("val_"):
             raise ValueError(f"select metric {select!r}: choices are made on validation (val_*)")
@@ -116,6 +124,9 @@ class Analysis:
         self.select = select
         self.opts = opts or StatsOptions()
         self.resampler = resampler
+        self.pool_runs = pool_runs
+        #: family -> run variance of its controlled gains pooled over its cells (controlled_gains)
+        self.pooled: dict[str, PooledVariance] = {}
         self.ids: list[str] = self.ok.trial_id.tolist()
         self.pos = {t: i for i, t in enumerate(self.ids)}
         self.m = self.ok[metric].to_numpy(float)
@@ -151,16 +162,26 @@ class Analysis:
             self.opts.confidence, self.n_docs,
         )  # fmt: skip
 
-    def compare(self, treated: np.ndarray, reference: np.ndarray) -> Estimate:
-        """Paired gain of `treated` trials over `reference` trials aligned position by position."""
+    def compare(
+        self, treated: np.ndarray, reference: np.ndarray, pooled: PooledVariance | None = None
+    ) -> Estimate:
+        """Paired gain of `treated` trials over `reference` trials aligned position by position
+        (`pooled`: a run variance pooled over cells, see `pooled_gain_variance`)."""
         keep = (treated >= 0) & (reference >= 0)
         t, r = treated[keep], reference[keep]
         rt, rr = self._reps_of(t), self._reps_of(r)
         reps = rt - rr if rt is not None and rr is not None else None
         return estimate_runs(
             self.draw[t], self.seed[t], self.m[t] - self.m[r], reps, self.opts.confidence,
-            self.n_docs,
+            self.n_docs, pooled,
         )  # fmt: skip
+
+    def gain_units(self, treated: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """The paired gains laid out draws x seeds (for pooling their variance)."""
+        keep = (treated >= 0) & (reference >= 0)
+        t, r = treated[keep], reference[keep]
+        grid, _ = unit_matrix(self.draw[t], self.seed[t], self.m[t] - self.m[r])
+        return grid
 
     def val_mean(self, idx: np.ndarray) -> float:
         v = self.v[idx[idx >= 0]]
@@ -270,12 +291,15 @@ def controlled_gains(a: Analysis) -> pd.DataFrame:
     aug_pos = np.flatnonzero(is_aug)
     rows = []
     nan = Estimate(*([math.nan] * 6), a.opts.confidence, 0, 0, 0, 0, math.nan, math.nan, "none")
-    for key, local in _groups(ok.iloc[aug_pos], CELL).items():
-        g = aug_pos[local]
+    groups = {k: aug_pos[local] for k, local in _groups(ok.iloc[aug_pos], CELL).items()}
+    family = CELL.index("family")
+    if a.pool_runs:
+        a.pooled = pooled_gain_variance(a, groups, twins.control, family)
+    for key, g in groups.items():
         loss = str(key[CELL.index("loss")])
         ctl = twins.control[g]
         e_cell = a.estimate(g)
-        e_ctl = a.compare(g, ctl)
+        e_ctl = a.compare(g, ctl, a.pooled.get(str(key[family])))
         e_real = a.compare(g, twins.real_only(g, loss))
         base_name, base, n_cand = _best_baseline(a, g, twins, losses)
         e_base = a.compare(g, base) if base is not None else nan
@@ -301,6 +325,27 @@ def controlled_gains(a: Analysis) -> pd.DataFrame:
         rows.append(row)
     out = pd.DataFrame(rows)
     out["gain_control_q"] = bh_qvalues(out["gain_control_p"])
+    return out
+
+
+def pooled_gain_variance(
+    a: Analysis, groups: dict[tuple, np.ndarray], control: np.ndarray, family: int
+) -> dict[str, PooledVariance]:
+    """Per family: the run variance of the controlled gain pooled over the family's cells.
+
+    With two seeds a cell's own seed variance has one degree of freedom, and a t interval on it
+    is uselessly wide (t quantile 12.7 at 95%, 50+ once adjusted for a choice among cells). The
+    seed-to-seed (or draw-to-draw) spread of a gain is taken to be the same for every cell of a
+    family, as in an ANOVA's pooled residual variance (docs/statistics.md).
+    """
+    by_family: dict[str, list[np.ndarray]] = {}
+    for key, g in groups.items():
+        by_family.setdefault(str(key[family]), []).append(a.gain_units(g, control[g]))
+    out = {}
+    for fam, cells in by_family.items():
+        pooled = pool(cells)
+        if pooled is not None:
+            out[fam] = pooled
     return out
 
 

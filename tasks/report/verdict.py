@@ -133,7 +133,11 @@ def verdicts(
         row, k, how = choose(gains, regime, headline)
         if row is None:
             continue
-        raw = a.compare(a.index(row.trial_ids.split(",")), a.index(row.control_ids.split(",")))
+        raw = a.compare(
+            a.index(row.trial_ids.split(",")),
+            a.index(row.control_ids.split(",")),
+            a.pooled.get(str(row.family)),
+        )
         chosen.append((row, raw, raw.adjusted(k)))
         v = {
             "regime": regime,

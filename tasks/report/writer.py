@@ -96,6 +96,7 @@ def _analysis(
     metric: str,
     select: str,
     opts: StatsOptions,
+    pool_runs: bool = True,
 ) -> Analysis:
     resampler = None
     short = metric.removeprefix("test_")
@@ -104,7 +105,7 @@ def _analysis(
             resampler = DocResampler(scores, short, opts.n_resamples, opts.seed)
         except ValueError:
             resampler = None  # e.g. no per-query nDCG in older predictions
-    return Analysis(results, metric, select, opts, resampler)
+    return Analysis(results, metric, select, opts, resampler, pool_runs)
 
 
 def build_sections(
@@ -118,13 +119,14 @@ def build_sections(
     scores: DocScores | None = None,
     select: str = "val_micro_f1",
     headline: dict[str, Any] | None = None,
+    pool_runs: bool = True,
 ) -> ReportResult:
     """Compute every table and figure of the report; write figures under out_dir/figures."""
     opts = opts or StatsOptions()
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     conf = opts.confidence
-    a = _analysis(results, scores, metric, select, opts)
+    a = _analysis(results, scores, metric, select, opts, pool_runs)
     agg = aggregate(a)
     gains = controlled_gains(a)
     verdict = verdicts(a, gains, regime_order, headline)
@@ -371,13 +373,15 @@ def write_report(
     scores: DocScores | None = None,
     select: str = "val_micro_f1",
     headline: dict[str, Any] | None = None,
+    pool_runs: bool = True,
 ) -> ReportResult:
     """Write tables/*.csv|parquet, figures/*.png, verdict.json, variance_components.json,
     report.md and report.html into out_dir."""
     opts = opts or StatsOptions()
     res = build_sections(
-        results, summary, numerics, out_dir, regime_order, metric, opts, scores, select, headline
-    )
+        results, summary, numerics, out_dir, regime_order, metric, opts, scores, select, headline,
+        pool_runs,
+    )  # fmt: skip
     tdir = out_dir / "tables"
     tdir.mkdir(parents=True, exist_ok=True)
     for name, t in res.tables.items():

@@ -1,5 +1,5 @@
 """Checkpoints served on CUDA: a fine-tuned one in its trained precision (bf16), a frozen head's
-encoder on the GPU, each matching the CPU's answers."""
+encoder and a SetFit body on the GPU, each matching the CPU's answers."""
 
 from __future__ import annotations
 
@@ -67,3 +67,24 @@ def test_frozen_head_encoder_served_on_cuda(tmp_path):
     assert gpu.device == "cuda" and gpu.classifier.encoder.device.type == "cuda"
     assert cpu.classifier.encoder.device.type == "cpu"
     np.testing.assert_allclose(got, cpu.predict_proba(texts), atol=1e-4)  # both fp32
+
+
+def test_setfit_body_served_on_cuda(tmp_path):
+    from serve.server import ClassifierServer
+    from tasks.checkpoint import save_classifier
+    from tasks.embeddings import load_encoder
+    from tasks.setfit_family import SetFitClassifier
+
+    rng = np.random.default_rng(1)
+    labels = ["A01B", "G06F", "H01L"]
+    body = load_encoder("embedded:minilm-l6", 64)  # a SetFit body as trained: on the CPU
+    coef = rng.normal(size=(3, 384)).astype(np.float32)
+    clf = SetFitClassifier(body, coef, np.zeros(3), 64, labels=labels, names=labels)
+    path = str(save_classifier(tmp_path / "ckpt", clf))
+    texts = ["A semiconductor device with a gate electrode.", "A carton with a dispenser."] * 40
+
+    gpu = ClassifierServer({"checkpoint": path, "trial_id": "t", "num_gpus": 0.5})
+    cpu = ClassifierServer({"checkpoint": path, "trial_id": "t", "num_gpus": 0})
+    assert gpu.device == "cuda" and gpu.classifier.body.device.type == "cuda"
+    assert cpu.classifier.body.device.type == "cpu"
+    np.testing.assert_allclose(gpu.predict_proba(texts), cpu.predict_proba(texts), atol=1e-4)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -141,6 +142,11 @@ def test_cheap_families_every_arm_with_its_volume_control(tmp_path, uspto_path):
             f[f.arm.isin(["real_plus_synthetic", "fixed_budget", "filtered", "ensemble"])].index
         )
         assert f.test_micro_f1.between(0.05, 1).all() and f.test_ndcg10.between(0.05, 1).all()
+    # An epoch budget: a head's steps grow with its mix (30 epochs of ceil(n / 32) batches;
+    # ensembles: one model per member); TF-IDF takes none.
+    assert set(df.budget) == {"epochs"} and df[df.family == "tfidf"].train_steps.isna().all()
+    head = df[(df.family == "head") & (df.arm.isin(["real_only", "real_plus_synthetic"]))]
+    assert (head.train_steps == 30 * np.ceil(head.n_train / 32)).all()
     # Checkpoints load without pickle and carry the val-chosen thresholds.
     from tasks.checkpoint import load_classifier, read_classifier_json
 

@@ -58,6 +58,16 @@ def test_steps_budget_is_what_epochs_take_on_the_regimes_largest_mix():
     assert {c.n_train for c in cells if c.arm == "duplicate_to_match"} == {80, 240, 200, 600}
 
 
+def test_an_ensembles_reference_is_its_largest_member_not_their_sum():
+    tree = study(budget="steps", arms=["real_only", "ensemble"]).model_dump()
+    tree["generation"]["strategies"] = ["synthesis", "paraphrase"]
+    cells = expand_grid(StudyConfig.model_validate(tree))
+    ens = [c for c in cells if c.arm == "ensemble" and c.regime == "r40" and c.family == "head"]
+    assert sorted(c.n_train for c in ens) == [120, 440]  # 40 real + 2 x 40, 40 + 2 x 200
+    # Each member trains on 40 + 200 = 240 rows: 10 epochs x ceil(240 / 32) steps, not 440.
+    assert {c.steps for c in cells if c.regime == "r40" and c.family == "head"} == {80}
+
+
 def test_a_familys_own_steps_win_and_need_the_steps_budget():
     tree = study(budget="steps").model_dump()
     tree["trials"]["families"][0]["steps"] = 123

@@ -48,9 +48,10 @@ def test_setfit_family_config_names_the_bad_field():
     fams = [{"kind": "setfit", "name": "sf", "arms": ["real_only", "filtered"]}]
     with pytest.raises(ValidationError, match=r"families\[sf\]\.arms=.*\['filtered'\] not in"):
         TrialsConfig.model_validate({"families": fams, "arms": ["real_only"]})
-    # Every SetFitConfig setting comes from the family's field of the same name.
+    # Every SetFitConfig setting comes from the family's field of the same name; same defaults.
     fam = SetFitFamily(name="sf", num_iterations=3, max_steps=7, C=0.5)
     assert setfit_config(fam) == SetFitConfig(num_iterations=3, max_steps=7, C=0.5)
+    assert setfit_config(SetFitFamily()) == SetFitConfig()
 
 
 def _study(families: list[dict], losses: list[str]) -> StudyConfig:
@@ -82,15 +83,8 @@ def test_a_real_only_setfit_family_gets_no_augmented_cells_and_no_controls():
     )
     cells = expand_grid(cfg)
     sf = [c for c in cells if c.family == "sf"]
-    assert Counter((c.arm, c.loss, c.status) for c in sf) == {
-        ("real_only", "bce", "pending"): 2,
-        ("real_only", "weighted_bce", "skipped"): 2,
-        ("real_only", "distribution_balanced", "skipped"): 2,
-    }
-    assert {c.reason for c in sf if c.status == "skipped"} == {
-        "family setfit supports loss ['bce'], not weighted_bce",
-        "family setfit supports loss ['bce'], not distribution_balanced",
-    }
+    # SetFit's head is its own: one cell per seed whatever the study's losses.
+    assert Counter((c.arm, c.loss, c.status) for c in sf) == {("real_only", "bce", "pending"): 2}
     assert {(c.precision, c.attention) for c in sf} == {("fp32", "none")}
     # The unrestricted family still runs every arm with its controls; TF-IDF skips the new loss.
     tf = Counter(c.arm for c in cells if c.family == "tf" and c.loss == "bce")
@@ -100,6 +94,9 @@ def test_a_real_only_setfit_family_gets_no_augmented_cells_and_no_controls():
     assert db[0].reason == (
         "family tfidf_linear supports loss ['bce', 'weighted_bce'], not distribution_balanced"
     )
+    # A step budget leaves SetFit alone: its body budget is its own (num_iterations, max_steps).
+    stepped = cfg.model_copy(update={"trials": cfg.trials.model_copy(update={"budget": "steps"})})
+    assert {c.steps for c in expand_grid(stepped) if c.family == "sf"} == {None}
 
 
 def test_training_separates_the_toy_labels(trained):
