@@ -33,8 +33,9 @@ SETFIT_LOSSES = ("bce",)
 CUDA_ONLY = {"precision": ("fp16",), "attention": ("flash_attention_2",)}
 #: Mix key (popped before a TrialCell is made) with an ensemble's member sizes.
 CONTROL_MEMBERS = "_control_member_sizes"
-#: `members` entries of an ensemble's control: one duplicate_to_match member of N rows each.
-CONTROL_MEMBER_PREFIX = "duplicate_to_match:"
+#: `members` entries of an ensemble's control: `duplicate_to_match-<i>-<N>`, its i-th member of
+#: N rows (the names are the member folders of its checkpoint, so they must differ).
+CONTROL_MEMBER_PREFIX = "duplicate_to_match-"
 #: Attention value recorded for families without attention layers.
 NO_ATTENTION = "none"
 
@@ -398,7 +399,7 @@ def _cells_for(
             status=ens.status,
             reason=ens.reason,
             controls=ens.trial_id,
-            members=[f"{CONTROL_MEMBER_PREFIX}{s}" for s in sizes],
+            members=[f"{CONTROL_MEMBER_PREFIX}{i + 1}-{s}" for i, s in enumerate(sizes)],
             **base,
         )
         ctl.assign_id()
@@ -407,8 +408,8 @@ def _cells_for(
 
 
 def control_member_size(member: str) -> int:
-    """Rows of one member of an ensemble's control (`members` entry `duplicate_to_match:N`)."""
-    return int(member.removeprefix(CONTROL_MEMBER_PREFIX))
+    """Rows of one member of an ensemble's control (`members` entry `duplicate_to_match-i-N`)."""
+    return int(member.removeprefix(CONTROL_MEMBER_PREFIX).rsplit("-", 1)[1])
 
 
 def check_unique(cells: list[TrialCell]) -> None:

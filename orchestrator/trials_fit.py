@@ -114,7 +114,7 @@ def build_cell_mix(
     cell: TrialCell, data: TrialData, member: str | None = None, index: int = 0
 ) -> pd.DataFrame:
     """The training rows of a cell, or of its `index`-th ensemble member `member`: a corpus id
-    for an ensemble, `duplicate_to_match:N` for the members of an ensemble's control."""
+    for an ensemble, `duplicate_to_match-i-N` for the members of an ensemble's control."""
     from orchestrator.trials import CONTROL_MEMBER_PREFIX, control_member_size
     from tasks.mixes import MixSpec, build_mix
 

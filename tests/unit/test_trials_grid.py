@@ -164,7 +164,7 @@ def test_ensemble_arm_needs_two_corpora_and_its_control_counts_every_member():
     # Its control is an ensemble of the members' own controls, not one model of all the rows.
     (ctl,) = [c for c in cells if c.arm == "duplicate_to_match"]
     assert ctl.n_train == 120 and ctl.controls == ens[0].trial_id
-    assert ctl.members == ["duplicate_to_match:80", "duplicate_to_match:80"]
+    assert ctl.members == ["duplicate_to_match-1-80", "duplicate_to_match-2-80"]
 
 
 def test_ensemble_control_members_are_distinct_duplication_draws():
