@@ -346,42 +346,32 @@ def _assemble(
         else:
             row = {**base, **res["row"]}
             row["checkpoint"] = _copy_checkpoint(ctx, c.trial_id, res["checkpoint"])
-            _copy_predictions(ctx, c.trial_id, res["checkpoint"])
         row["numerics_flag"] = bool(flag.get("flagged", False))
         rows.append(row)
     return pd.DataFrame.from_records(rows).reindex(columns=RESULT_COLUMNS)
 
 
 def _copy_checkpoint(ctx: StageContext, trial_id: str, checkpoint: Any) -> str:
+    """The trial's classifier to checkpoints/<trial_id>/ and its predictions.npz to
+    predictions/<trial_id>.npz (the report reads them), from its done marker or, on another
+    node, from the checkpoint Tune reported. Returns the checkpoint's relative path or ""."""
+    from orchestrator.trials_fit import PREDICTIONS
     from orchestrator.trials_tune import CKPT
 
     target = ctx.out_dir / "checkpoints" / trial_id
-    local = ctx.work_dir / "done" / trial_id / CKPT
-    if local.is_dir():
-        shutil.copytree(local, target)
-    elif checkpoint is not None:
-        with tempfile.TemporaryDirectory() as tmp:
+    predictions = ctx.out_dir / "predictions" / f"{trial_id}.npz"
+    predictions.parent.mkdir(parents=True, exist_ok=True)
+    local = ctx.work_dir / "done" / trial_id
+    with tempfile.TemporaryDirectory() as tmp:
+        if not (local / CKPT).is_dir():
+            if checkpoint is None:
+                return ""
             checkpoint.to_directory(tmp)
-            shutil.copytree(Path(tmp) / CKPT, target)
-    else:
-        return ""
+            local = Path(tmp)
+        shutil.copytree(local / CKPT, target)
+        if (local / PREDICTIONS).is_file():
+            shutil.copyfile(local / PREDICTIONS, predictions)
     return f"checkpoints/{trial_id}"
-
-
-def _copy_predictions(ctx: StageContext, trial_id: str, checkpoint: Any) -> None:
-    """The trial's predictions.npz to predictions/<trial_id>.npz (the report reads them)."""
-    from orchestrator.trials_fit import PREDICTIONS
-
-    target = ctx.out_dir / "predictions" / f"{trial_id}.npz"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    local = ctx.work_dir / "done" / trial_id / PREDICTIONS
-    if local.is_file():
-        shutil.copyfile(local, target)
-    elif checkpoint is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint.to_directory(tmp)
-            if (Path(tmp) / PREDICTIONS).is_file():
-                shutil.copyfile(Path(tmp) / PREDICTIONS, target)
 
 
 def _note(ok: pd.DataFrame) -> str:

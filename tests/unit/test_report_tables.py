@@ -498,3 +498,11 @@ def test_retrieval_without_ndcg_reports_no_change() -> None:
         Analysis(df, opts=OPTS), Analysis(df, "test_ndcg10", opts=OPTS)
     )
     assert ret.empty or ret.ndcg_change.isna().all()
+
+
+def test_the_configs_headline_keys_are_the_verdicts() -> None:
+    # orchestrator/config validates report.headline without importing tasks.report (pandas).
+    from orchestrator.config.report import HEADLINE_KEYS as CONFIG_KEYS
+    from tasks.report.verdict import HEADLINE_KEYS
+
+    assert list(CONFIG_KEYS) == HEADLINE_KEYS
