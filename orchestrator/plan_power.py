@@ -25,6 +25,7 @@ from tasks.power import (
 TARGET_POWER = 0.8
 #: Families without their kind in the pilot borrow the pilot's pooled components.
 POOLED = "overall"
+MIN_PILOT_CELLS = 3
 
 
 @dataclass
@@ -58,8 +59,12 @@ def pilot_components(run_dir: Path) -> dict[str, Any]:
 def _components(pilot: dict[str, Any] | None, kind: str) -> VarianceComponents:
     if pilot is None:
         return VarianceComponents(**DEFAULT_COMPONENTS, source="defaults")
-    entry = pilot["by_family_kind"].get(kind) or pilot[POOLED]
-    label = kind if kind in pilot["by_family_kind"] else "all"
+    own = pilot["by_family_kind"].get(kind)
+    # A kind measured on fewer than MIN_PILOT_CELLS cells (the quickstart's fine-tune runs on
+    # its smallest regime only) borrows the pilot's pooled figures.
+    use_own = own is not None and own.get("cells", 0) >= MIN_PILOT_CELLS
+    entry = own if use_own else pilot[POOLED]
+    label = kind if use_own else "all"
     parts, notes = {}, []
     for name in ("draw", "seed", "doc"):
         value = entry.get(name)
@@ -124,7 +129,16 @@ def power_plan(
             pooled = max(1, family_cells[fam])
             mde = min_detectable_gain(vc, draws, seeds, n_docs, alpha, k_test, TARGET_POWER, pooled)
             needed = (
-                runs_needed(detect, vc, n_docs, alpha, k_test, TARGET_POWER, cells=pooled)
+                runs_needed(
+                    detect,
+                    vc,
+                    n_docs,
+                    alpha,
+                    k_test,
+                    TARGET_POWER,
+                    cells=pooled,
+                    one_draw=draws == 1,
+                )  # fmt: skip
                 if detect is not None
                 else None
             )
@@ -169,8 +183,8 @@ def print_power(lines: list[PowerLine], detect: float | None, regimes: int) -> N
         f"detectable gain: the smallest controlled gain the verdict calls significant with 80% "
         f"power. The verdict is chosen among `cells` augmented cells per regime (1 when "
         f"report.headline pre-registers it) and tested at alpha / (cells x {regimes} regimes). "
-        "With one regime draw the interval is conditional on the draw, and the draw's own "
-        "deviation lowers the power to detect the average gain (counted here). sd doc is per "
-        "test document (its share of the variance is sd^2 / test docs). With 2 seeds the run "
-        "variance has 1 degree of freedom: pre-register the headline or add seeds/draws."
+        "With one regime draw the verdict is about the drawn regime (conditional on it; the sd "
+        "of draws does not enter), with two or more about the average over draws. sd doc is per "
+        "test document (its share of the variance is sd^2 / test docs). Thousands of cells make "
+        "the test strict: pre-register the headline (report.headline) to test one."
     )

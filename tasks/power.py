@@ -11,9 +11,9 @@ With variance components sigma2_draw (between draws, of the gain), sigma2_seed (
 within a draw) and sigma2_doc (per test document, so that the document part of the variance is
 sigma2_doc / n_docs), the estimate of a design with D draws and S seeds is normal around the true
 gain with variance sigma2_draw / D + sigma2_seed / (D S) + sigma2_doc / n_docs. With one draw the
-draw component is still in the estimate's error but not in its interval (the interval is
-conditional on the draw): a one-draw study detects a marginal gain less often than its interval
-suggests, and `power` counts that.
+verdict (and so its power) is about the drawn regime's own gain: the interval is conditional on
+the draw, and the between-draw spread does not enter; `data.regime_draws` >= 2 makes it the
+average gain over draws.
 
 `power` computes the test's rejection rate exactly for this model by simulating its sufficient
 statistics (the estimate and the run-variance estimate, a scaled chi-square), with common random
@@ -63,12 +63,12 @@ def _draws(
     if draws >= 2:
         run_var, df = (vc.draw + vc.seed / seeds) / draws, draws - 1
         err_var = run_var + vc.doc / n_docs
-    elif seeds >= 2:
+    elif seeds >= 2:  # one draw: the verdict is about the drawn regime (conditional on it)
         run_var, df = vc.seed / seeds, seeds - 1
-        err_var = vc.draw + run_var + vc.doc / n_docs  # the draw's own deviation is not in the CI
+        err_var = run_var + vc.doc / n_docs
     else:  # one run: the estimator has no run variance to estimate
         run_var, df = 0.0, 0
-        err_var = vc.draw + vc.seed + vc.doc / n_docs
+        err_var = vc.seed + vc.doc / n_docs
     df *= max(1, cells)
     chi = rng.chisquare(df, _SIMULATIONS) / df if df >= 1 else np.zeros(_SIMULATIONS)
     return z, math.sqrt(err_var), run_var * chi, df, vc.doc / n_docs
@@ -134,10 +134,16 @@ def runs_needed(
     max_draws: int = 20,
     max_seeds: int = 10,
     cells: int = 1,
+    one_draw: bool = False,
 ) -> tuple[int, int] | None:
-    """The cheapest (draws, seeds), fewest runs first, whose power for `gain` reaches `target`."""
+    """The cheapest (draws, seeds), fewest runs first, whose power for `gain` reaches `target`.
+
+    `one_draw`: seeds of a single draw (a verdict conditional on it); else two or more draws
+    (a verdict on the average over draws). The two answer different questions, so they are not
+    compared with each other."""
+    draws = [1] if one_draw else range(2, max_draws + 1)
     designs = sorted(
-        ((d, s) for d in range(1, max_draws + 1) for s in range(2 if d == 1 else 1, max_seeds + 1)),
+        ((d, s) for d in draws for s in range(2 if d == 1 else 1, max_seeds + 1)),
         key=lambda ds: (ds[0] * ds[1], ds[0]),
     )
     for d, s in designs:
