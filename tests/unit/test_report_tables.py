@@ -161,7 +161,14 @@ def _t_half(sd: float, n: int, level: float = 0.95) -> float:
 def test_controlled_gain_uses_each_arms_own_control() -> None:
     gains = controlled_gains(Analysis(planted_results(), opts=OPTS))
     assert len(gains) == len(REGIMES) * N_CORPORA
-    half = _t_half(0.002, len(SEEDS))  # per-seed gains g - 0.002, g, g + 0.002
+    # Per-seed gains g - 0.002, g, g + 0.002 in every cell; the seed variance is pooled over the
+    # family's 12 cells (2 degrees of freedom each), so the t quantile has 24 df.
+    half = float(stats.t.ppf(0.975, 24) * 0.002 / math.sqrt(3))
+    own = controlled_gains(Analysis(planted_results(), opts=OPTS, pool_runs=False))
+    assert own.gain_control_low.to_numpy() == pytest.approx(
+        (own.gain_control - _t_half(0.002, len(SEEDS))).to_numpy()
+    )
+    assert (gains.method.str.contains("pooled over 12 cells")).all()
     for g in gains.itertuples():
         k = int(g.strategy[1:])
         assert g.gain_control == pytest.approx(planted_gain(g.regime, k))
@@ -205,10 +212,14 @@ def test_comma_joined_control_serves_two_arms() -> None:
 
 
 def test_failed_control_drops_only_its_seed_pair() -> None:
+    # (Each cell's own seed variance here, as the hand computation below; pooling is tested
+    # in test_controlled_gain_uses_each_arms_own_control.)
     df = planted_results()
     failed = df.trial_id.isin(["r48-dup2-s1", "r48-ro-focal-s0", "r48-ro-focal-s1"])
     df.loc[failed, ["status", "test_micro_f1"]] = ["failed", np.nan]
-    gains = controlled_gains(Analysis(df, opts=OPTS)).set_index(["regime", "strategy"])
+    gains = controlled_gains(Analysis(df, opts=OPTS, pool_runs=False)).set_index(
+        ["regime", "strategy"]
+    )
     s2 = gains.loc[("r48", "s2")]
     assert s2.n_gain_control == 2
     assert s2.control_ids == "r48-dup2-s0,,r48-dup2-s2"
@@ -245,7 +256,7 @@ def test_aggregate_counts_and_means() -> None:
 
 
 def test_verdict_cell_is_the_validation_argmax() -> None:
-    a = Analysis(planted_results(), opts=OPTS)
+    a = Analysis(planted_results(), opts=OPTS, pool_runs=False)
     gains = controlled_gains(a)
     # on test corpus 5 is the best augmented cell in both regimes
     for regime in REGIMES:
@@ -279,7 +290,7 @@ def test_verdict_cell_is_the_validation_argmax() -> None:
 
 
 def test_preregistered_headline_compares_one_cell() -> None:
-    a = Analysis(planted_results(), opts=OPTS)
+    a = Analysis(planted_results(), opts=OPTS, pool_runs=False)
     gains = controlled_gains(a)
     out = verdicts(a, gains, list(REGIMES), {"strategy": "s4", "ratio": 1.0})
     for v in out:

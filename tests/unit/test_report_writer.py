@@ -132,7 +132,8 @@ def test_two_regime_draws_and_test_documents_reach_the_verdict(tmp_path: Path) -
     for v in doc["regimes"]:
         assert v["units"] == {"draws": 2, "seeds": 2, "documents": 400}
         assert v["units_text"] == "2 draws x 2 seeds, 400 test documents"
-        assert v["interval_method"].startswith("t interval over regime draws + bootstrap over 400")
+        assert v["interval_method"].startswith("t interval over regime draws, its variance pooled")
+        assert "+ bootstrap over 400 test documents" in v["interval_method"]
         assert v["conditional_on_draw"] is False
         assert np.isfinite([v["ci_low"], v["ci_high"]]).all()
         assert v["ci_low"] < v["gain"] < v["ci_high"]
