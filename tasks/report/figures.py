@@ -58,7 +58,7 @@ def gains_figure(
     gains: pd.DataFrame, out: Path, metric: str, confidence: float = 0.95
 ) -> Figure | None:
     """Controlled gain (vs duplicate_to_match) and raw gain (vs real_only) per corpus, with
-    paired bootstrap CIs, one panel per regime x family."""
+    paired intervals, one panel per regime x family."""
     if gains.empty:
         return None
     plt = _plt()
