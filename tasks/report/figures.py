@@ -102,8 +102,8 @@ def gains_figure(
         f"Gain in {metric} of each augmented arm over its own duplicate_to_match volume control "
         f"(circles, the controlled synthetic gain) and over real_only with the same loss "
         f"(squares, raw gain: volume plus content), with {confidence:.0%} paired intervals "
-        f"({gains.method.iloc[0]}). {_trials(gains.n_gain_control)} paired runs per point "
-        f"({gains.over.iloc[0]})."
+        "(each row's method is in the controlled_gains table). "
+        f"{_trials(gains.n_gain_control)} paired runs per point ({gains.over.iloc[0]})."
     )
     return Figure("gains", path, "Synthetic gain: controlled vs raw", caption)
 
