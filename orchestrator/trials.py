@@ -369,19 +369,16 @@ def _cells_for(
             ensemble_controls.append((cell, member_sizes))
         elif cell.arm in AUGMENTED_ARMS:
             controls.setdefault(cell.n_train, []).append(cell.trial_id)
+
+    def control(**fields: Any) -> TrialCell:
+        """A duplicate_to_match cell of this regime draw, seed and model axes."""
+        return TrialCell(
+            regime=regime, draw=draw, arm="duplicate_to_match", seed=seed, n_real=n_real,
+            **base, **fields,
+        )  # fmt: skip
+
     for size, ids in sorted(controls.items()):
-        ctl = TrialCell(
-            regime=regime,
-            draw=draw,
-            arm="duplicate_to_match",
-            seed=seed,
-            n_real=n_real,
-            n_train=size,
-            status=status,
-            reason=reason,
-            controls=",".join(ids),
-            **base,
-        )
+        ctl = control(n_train=size, status=status, reason=reason, controls=",".join(ids))
         if size < n_real and not reason:
             ctl.status, ctl.reason = "skipped", f"augmented size {size} below {n_real} real rows"
         ctl.assign_id()
@@ -389,18 +386,12 @@ def _cells_for(
     for ens, sizes in ensemble_controls:
         # Model averaging is not synthetic data: an ensemble is compared with an ensemble of
         # its members' volume controls (each its own duplication draw), not with one model.
-        ctl = TrialCell(
-            regime=regime,
-            draw=draw,
-            arm="duplicate_to_match",
-            seed=seed,
-            n_real=n_real,
+        ctl = control(
             n_train=n_real + sum(s - n_real for s in sizes),
             status=ens.status,
             reason=ens.reason,
             controls=ens.trial_id,
             members=[f"{CONTROL_MEMBER_PREFIX}{i + 1}-{s}" for i, s in enumerate(sizes)],
-            **base,
         )
         ctl.assign_id()
         cells.append(ctl)
