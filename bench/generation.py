@@ -61,7 +61,7 @@ def _dtype() -> str:
 
 
 def _generator(args: argparse.Namespace):
-    from orchestrator.config.generation import VllmGenerator
+    from config.generation import VllmGenerator
 
     return VllmGenerator(
         name="smol",

@@ -120,7 +120,7 @@ class ServeSide:
         import ray
         from ray import serve
 
-        from orchestrator.config.serve import ServeConfig
+        from config.serve import ServeConfig
         from serve.app import build_app
         from serve.launch import free_port, start_server, wait_ready
         from serve.select import select_checkpoint

@@ -44,7 +44,7 @@ ORACLE = "oracle (tuned on test)"
 
 
 def _prepare(draws: int):
-    from orchestrator.config.loader import load_config
+    from config.loader import load_config
     from tasks.prepare import prepare_dataset
     from tasks.records import load_records
 
@@ -129,7 +129,7 @@ def _fit(
 
 
 def _embeddings(texts: list[str], cache: Path) -> dict[str, np.ndarray]:
-    from orchestrator.config.fidelity import EncoderConfig
+    from config.fidelity import EncoderConfig
     from orchestrator.embeddings import embed_texts
 
     t0 = time.perf_counter()
@@ -186,8 +186,8 @@ def main() -> None:
 
     import torch
 
+    from config.data import regime_key
     from orchestrator.train import label_matrix
-    from tasks.split import regime_key
 
     torch.set_num_threads(os.cpu_count() or 1)  # the encoder uses every core; heads one (below)
     ks = [int(k) for k in args.ks.split(",")]

@@ -126,7 +126,7 @@ def tune_trial(df: pd.DataFrame, labels: list[str], fam: Family, cpus: int) -> d
     import ray
     from ray import tune
 
-    from orchestrator.config.trials import FinetuneFamily
+    from config.trials import FinetuneFamily
     from orchestrator.train import fit_finetune
 
     family = FinetuneFamily(
@@ -265,7 +265,7 @@ def _cpu_busy() -> tuple[float, float]:
 def bench_stage(args: argparse.Namespace) -> None:
     import ray
 
-    from orchestrator.config import StudyConfig
+    from config import StudyConfig
     from orchestrator.trials import expand_grid
     from orchestrator.trials_fit import TrialData
     from orchestrator.trials_tune import run_grid

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.config import ConfigError, StudyConfig, load_config
+from config import ConfigError, StudyConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -28,7 +28,7 @@ def _load(config: Path, overrides: list[str] | None) -> StudyConfig:
 
 
 def _write_resolved(cfg: StudyConfig) -> Path:
-    from orchestrator.config.loader import dump_config
+    from config.loader import dump_config
     from orchestrator.stages import run_dir_for
 
     run_dir = run_dir_for(cfg)

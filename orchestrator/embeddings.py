@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.config.fidelity import EncoderConfig
+from config.fidelity import EncoderConfig
 
 
 def embedding_cache_dir(run_dir: Path) -> Path:

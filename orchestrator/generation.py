@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.config.generation import VllmGenerator
+from config.generation import VllmGenerator
 from tasks.prompts import PromptRow
 
 RESULT_COLUMNS = [

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from orchestrator.config import StudyConfig
+    from config import StudyConfig
 
 # Never ship these to the cluster: environments, results, caches.
 EXCLUDES = [".venv", "runs", ".git", "**/__pycache__", ".pytest_cache", ".ruff_cache", "bench/out"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from orchestrator.config import StudyConfig
+from config import StudyConfig
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import StudyConfig
+from config import StudyConfig
 from tasks.power import (
     DEFAULT_COMPONENTS,
     VarianceComponents,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from orchestrator.config.resources import ResourcesConfig
+from config.resources import ResourcesConfig
 
 
 def storage_uri(storage: str | Path) -> str:

@@ -21,8 +21,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from orchestrator.config import StudyConfig
-from orchestrator.config.trials import TrialsConfig
+from config import StudyConfig
+from config.trials import TrialsConfig
 from tasks.numerics import HALF_ONLY_ATTENTION
 
 AUGMENTED_ARMS = ("real_plus_synthetic", "filtered", "fixed_budget", "ensemble")
@@ -92,7 +92,7 @@ class TrialCell:
     @property
     def regime_key(self) -> str:
         """The regime draw this cell trains on: the key of its real rows (tasks.split)."""
-        from tasks.split import regime_key
+        from config.data import regime_key
 
         return regime_key(self.regime, self.draw)
 
@@ -106,7 +106,7 @@ def regimes_of(cfg: StudyConfig) -> dict[str, int]:
 
 def regime_keys_of(cfg: StudyConfig) -> dict[str, int]:
     """Regime key -> real rows, for every draw of the regimes in the trials grid."""
-    from tasks.split import regime_key
+    from config.data import regime_key
 
     regimes = regimes_of(cfg)
     return {regime_key(r, d): n for d in range(cfg.data.regime_draws) for r, n in regimes.items()}

@@ -185,9 +185,9 @@ def _alive(pid: int) -> bool:
 
 def load_run_settings(run_dir: Path | str) -> tuple[Any, Any]:
     """(serve, resources) sections of the config a run was made with, or the defaults."""
-    from orchestrator.config import load_config
-    from orchestrator.config.resources import ResourcesConfig
-    from orchestrator.config.serve import ServeConfig
+    from config import load_config
+    from config.resources import ResourcesConfig
+    from config.serve import ServeConfig
 
     path = Path(run_dir) / "config.resolved.yaml"
     if path.is_file():

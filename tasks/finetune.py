@@ -42,7 +42,7 @@ OnStep = Callable[[int, np.ndarray], None]
 
 
 class FinetuneSettings(Protocol):
-    """What training reads from a family config (`orchestrator.config.trials.FinetuneFamily`)."""
+    """What training reads from a family config (`config.trials.FinetuneFamily`)."""
 
     model: str
     max_length: int

@@ -9,9 +9,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from config.data import regime_key
 from tasks.labels import LabelSpace, build_label_space, doc_labels
 from tasks.records import PatentRecord
-from tasks.split import dedup_indices, draw_regimes, regime_key, stratified_split
+from tasks.split import dedup_indices, draw_regimes, stratified_split
 
 
 @dataclass

@@ -86,16 +86,6 @@ def regime_order(y: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
     return np.concatenate([cover_arr, np.array(rest, dtype=int)]), len(cover)
 
 
-def regime_key(name: str, draw: int) -> str:
-    """The name of one draw of one regime: `name` for draw 0 (as before draws), else `name-d<draw>`.
-
-    Keys name the prepared tables, corpus ids and trial ids, so draw 0 keeps every existing name.
-    """
-    if draw < 0:
-        raise ValueError(f"draw={draw} must be >= 0")
-    return name if draw == 0 else f"{name}-d{draw}"
-
-
 def draw_seed(seed: int, draw: int) -> int:
     """The seed of regime draw `draw`: `seed` itself for draw 0, else one derived from both."""
     if draw == 0:

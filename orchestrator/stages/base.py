@@ -9,8 +9,8 @@ from typing import Any
 
 from rich.console import Console
 
+from config import StudyConfig
 from orchestrator.cache import Manifest, RunStore, now
-from orchestrator.config import StudyConfig
 
 console = Console(stderr=True, soft_wrap=True)
 

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
+from config import StudyConfig
 from orchestrator.cache import write_json_atomic
-from orchestrator.config import StudyConfig
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 
 SUMMARY_COLUMNS = [

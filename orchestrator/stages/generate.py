@@ -15,9 +15,9 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
+from config import StudyConfig
+from config.generation import GenerationConfig
 from orchestrator.cache import write_json_atomic
-from orchestrator.config import StudyConfig
-from orchestrator.config.generation import GenerationConfig
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 
 # Fields that decide where and how fast rows are generated, not which rows: changing them must
@@ -139,7 +139,7 @@ def regimes_of(cfg: StudyConfig) -> list[str]:
 
 def regime_draws_of(cfg: StudyConfig) -> dict[str, tuple[str, int]]:
     """Regime key -> (regime, draw) for every draw of the regimes to generate for."""
-    from tasks.split import regime_key
+    from config.data import regime_key
 
     names = regimes_of(cfg)
     return {regime_key(r, d): (r, d) for d in range(cfg.data.regime_draws) for r in names}

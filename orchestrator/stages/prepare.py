@@ -8,8 +8,8 @@ from typing import Any
 
 from rich.table import Table
 
+from config import StudyConfig
 from orchestrator.cache import write_json_atomic
-from orchestrator.config import StudyConfig
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 
 

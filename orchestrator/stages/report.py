@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import StudyConfig
-from orchestrator.config.report import ReportConfig
+from config import StudyConfig
+from config.report import ReportConfig
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 
 

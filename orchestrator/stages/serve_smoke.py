@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from config import StudyConfig
 from orchestrator.cache import write_json_atomic
-from orchestrator.config import StudyConfig
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 
 SMOKE_TEXTS = 2

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from config import StudyConfig
+from config.fidelity import EncoderConfig
+from config.trials import SCHEDULING_FIELDS
 from orchestrator.cache import write_json_atomic
-from orchestrator.config import StudyConfig
-from orchestrator.config.fidelity import EncoderConfig
-from orchestrator.config.trials import SCHEDULING_FIELDS
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 from orchestrator.trials import TrialCell, check_unique, expand_grid, ratios_of, volume
 from orchestrator.trials_fit import RESULT_COLUMNS, TrialData, cell_columns, keep_key

@@ -97,7 +97,7 @@ def test_finetune_on_cuda_learns(tiny, tmp_path, precision, attention):
 
 
 def test_deepspeed_zero2_on_cuda_bf16(tiny, tmp_path):
-    from orchestrator.config.trials import DeepSpeedConfig
+    from config.trials import DeepSpeedConfig
 
     os.environ["DS_ACCELERATOR"] = "cuda"
     x, y = _data(192, 3)
@@ -115,7 +115,7 @@ def test_fit_finetune_on_a_gpu_worker(tiny, tmp_path):
     import pandas as pd
     import ray
 
-    from orchestrator.config.trials import FinetuneFamily
+    from config.trials import FinetuneFamily
     from orchestrator.train import fit_finetune
 
     texts, label_sets = make_texts(192, 5)

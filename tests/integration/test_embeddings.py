@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import orchestrator.embeddings as emb
-from orchestrator.config.fidelity import EncoderConfig
+from config.fidelity import EncoderConfig
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.config.generation import VllmGenerator
+from config.generation import VllmGenerator
 from orchestrator.generation import ShardStore, run_generation
 from tasks.prompts import PromptRow
 

@@ -89,7 +89,7 @@ def test_study_completes_exactly_after_losing_a_node_mid_generation_and_mid_grid
     results = pd.read_parquet(run / "trials/results.parquet")
     assert results.trial_id.is_unique
     # The exact planned ids: 6 seeds of real_only, real_plus_synthetic and its control.
-    from orchestrator.config import load_config
+    from config import load_config
     from orchestrator.trials import expand_grid
 
     cfg = load_config(REPO / "tests/data/multinode.yaml")

@@ -14,10 +14,10 @@ import yaml
 from scipy import stats
 from typer.testing import CliRunner
 
+from config import load_config
+from config.loader import dump_config
 from orchestrator.cache import Manifest, write_json_atomic
 from orchestrator.cli import app
-from orchestrator.config import load_config
-from orchestrator.config.loader import dump_config
 from orchestrator.trials_fit import write_predictions
 from tasks.corpus import write_table
 from tasks.labels import LabelSpace

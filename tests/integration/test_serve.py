@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.config.serve import ServeConfig
+from config.serve import ServeConfig
 from serve.demo import make_demo_run
 from serve.launch import free_port, start_server, stop_server
 from tasks.checkpoint import load_classifier

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import load_config
+from config import load_config
 from orchestrator.stages import STAGES, run_dir_for, run_stage
 from orchestrator.stages.prepare import PrepareStage
 from orchestrator.stages.serve_smoke import ServeSmokeStage

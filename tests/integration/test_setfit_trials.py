@@ -51,7 +51,7 @@ def _config(tmp_path: Path, source: Path) -> Path:
 def test_setfit_real_only_trial_runs_and_its_checkpoint_serves(tmp_path, uspto_path):
     import ray
 
-    from orchestrator.config.serve import ServeConfig
+    from config.serve import ServeConfig
     from serve.launch import free_port, start_server, stop_server
     from tasks.checkpoint import load_classifier
 

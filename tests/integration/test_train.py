@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from tiny_bert import LABELS, build_tiny_bert, make_texts
 
-from orchestrator.config.trials import DeepSpeedConfig, FinetuneFamily
+from config.trials import DeepSpeedConfig, FinetuneFamily
 from orchestrator.train import fit_finetune, label_matrix, train_and_score
 
 pytestmark = pytest.mark.integration
@@ -201,7 +201,7 @@ def test_cuda_only_numerics_refused_before_ray_starts(tiny, tmp_path):
 
 def test_numerics_guard_as_a_ray_task_matches_the_local_one(ray_local, tiny):
     """With GPU trials the guard runs as a Ray task where the fine-tunes run (a CPU task here)."""
-    from orchestrator.config.trials import TrialResources
+    from config.trials import TrialResources
     from orchestrator.stages.trials import guard_task_options, run_guard
 
     gpu = TrialResources(cpus=2, gpus=0.5, custom={"accelerator_type_l4": 0.5})

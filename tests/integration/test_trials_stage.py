@@ -218,7 +218,7 @@ def _hand_made_draws(run_dir: Path, draws: int) -> list[dict]:
 
 
 def test_two_regime_draws_each_train_on_their_own_real_rows(tmp_path, uspto_path):
-    from orchestrator.config import load_config
+    from config import load_config
     from orchestrator.trials import expand_grid
 
     trials = {

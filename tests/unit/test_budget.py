@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 from tiny_bert import FILLER, LABELS, WORDS, make_texts
 
-from orchestrator.config import StudyConfig
-from orchestrator.config.trials import FrozenHeadFamily, TfidfLinearFamily
+from config import StudyConfig
+from config.trials import FrozenHeadFamily, TfidfLinearFamily
 from orchestrator.trials import TrialCell, check_unique, expand_grid
 from orchestrator.trials_fit import RESULT_COLUMNS, TrialData, run_cell
 

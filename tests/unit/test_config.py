@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.config import ConfigError, load_config
+from config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -120,7 +120,7 @@ def test_validate_does_not_import_ray_or_models():
     import sys
 
     code = (
-        "import sys; from orchestrator.config import load_config; "
+        "import sys; from config import load_config; "
         f"load_config({str(CONFIGS[0])!r}); "
         "bad = [m for m in ('ray', 'torch', 'vllm', 'transformers', 'deepspeed') "
         "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"

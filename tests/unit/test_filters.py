@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.config.generation import FilterConfig
+from config.generation import FilterConfig
 from tasks.filters import FILTERS, clean_text, filter_corpus, trim_to_sentence
 
 SPEC = SimpleNamespace(

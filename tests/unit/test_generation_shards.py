@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from orchestrator.config.generation import GenerationConfig, VllmGenerator
+from config.generation import GenerationConfig, VllmGenerator
 from orchestrator.generation import (
     RESULT_COLUMNS,
     ShardStore,
@@ -146,7 +146,7 @@ def test_corpus_rows_join_results_with_provenance_and_mask_names():
 
 @pytest.mark.parametrize("field", ["concurrency", "batch_size", "kv_cache_gib"])
 def test_scheduling_fields_do_not_change_the_stage_fingerprint(field):
-    from orchestrator.config import StudyConfig
+    from config import StudyConfig
     from orchestrator.stages.generate import GenerateStage
 
     def cfg(**gen):

@@ -95,7 +95,7 @@ def test_guard_needs_texts(tiny_model):  # noqa: F811
 def test_config_refuses_cuda_only_numerics_naming_both_fields(precisions, attentions, culprit):
     from pydantic import ValidationError
 
-    from orchestrator.config.trials import TrialsConfig
+    from config.trials import TrialsConfig
 
     fams = [{"kind": "tfidf_linear"}]
     with pytest.raises(ValidationError) as err:
@@ -112,7 +112,7 @@ def test_config_refuses_cuda_only_numerics_naming_both_fields(precisions, attent
 def test_multi_worker_fine_tunes_need_whole_gpus():
     from pydantic import ValidationError
 
-    from orchestrator.config.trials import TrialsConfig
+    from config.trials import TrialsConfig
 
     fams = [{"kind": "finetune", "name": "big", "model": "m", "num_workers": 2}]
     with pytest.raises(

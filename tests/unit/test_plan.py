@@ -6,8 +6,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from config import load_config
 from orchestrator.cli import app
-from orchestrator.config import load_config
 from orchestrator.plan import plan_study
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ def test_generation_restricted_to_named_regimes(tmp_path):
 
 
 def test_cost_names_must_be_known_generators(tmp_path):
-    from orchestrator.config import ConfigError
+    from config import ConfigError
 
     tree = yaml.safe_load(yaml.safe_dump(SMALL))
     tree["plan"]["generation_gpu_seconds_per_row"] = {"phi": 1.0}

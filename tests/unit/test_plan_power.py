@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from config import load_config
 from orchestrator.cli import app
-from orchestrator.config import load_config
 from orchestrator.plan_power import power_plan
 from tasks.power import VarianceComponents, min_detectable_gain
 

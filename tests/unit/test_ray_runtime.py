@@ -1,6 +1,6 @@
 """Which cluster synthpat joins, without starting Ray."""
 
-from orchestrator.config.resources import ResourcesConfig
+from config.resources import ResourcesConfig
 from orchestrator.ray_runtime import cluster_address
 
 

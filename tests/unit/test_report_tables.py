@@ -512,8 +512,8 @@ def test_retrieval_without_ndcg_reports_no_change() -> None:
 
 
 def test_the_configs_headline_keys_are_the_verdicts() -> None:
-    # orchestrator/config validates report.headline without importing tasks.report (pandas).
-    from orchestrator.config.report import HEADLINE_KEYS as CONFIG_KEYS
+    # config validates report.headline without importing tasks.report (pandas).
+    from config.report import HEADLINE_KEYS as CONFIG_KEYS
     from tasks.report.verdict import HEADLINE_KEYS
 
     assert list(CONFIG_KEYS) == HEADLINE_KEYS

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.config.serve import ServeConfig
+from config.serve import ServeConfig
 from serve.schemas import TextLimitError, check_texts
 from serve.select import select_checkpoint
 from serve.server import serving_device, serving_precision

@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 from tiny_bert import LABELS, build_tiny_bert, make_texts
 
-from orchestrator.config import StudyConfig
-from orchestrator.config.trials import SetFitFamily, TrialsConfig
+from config import StudyConfig
+from config.trials import SetFitFamily, TrialsConfig
 from orchestrator.trials import expand_grid
 from tasks.checkpoint import load_classifier, save_classifier
 from tasks.setfit_family import SetFitClassifier, SetFitConfig, setfit_config, train_setfit

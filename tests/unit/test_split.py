@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
+from config.data import regime_key
 from tasks.prepare import prepare_dataset
 from tasks.records import PatentRecord
-from tasks.split import dedup_indices, draw_regimes, draw_seed, regime_key, stratified_split
+from tasks.split import dedup_indices, draw_regimes, draw_seed, stratified_split
 
 
 def _synthetic_labels(n=2000, k=12, seed=0):

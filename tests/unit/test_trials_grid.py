@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.config import StudyConfig
-from orchestrator.config.trials import TrialsConfig
+from config import StudyConfig
+from config.trials import TrialsConfig
 from orchestrator.trials import check_unique, expand_grid
 
 GEN = {
@@ -254,7 +254,7 @@ def test_a_family_limited_to_some_regimes_runs_only_there():
 
 
 def test_concurrent_trials_count_a_finetune_with_its_train_workers():
-    from orchestrator.config.trials import FinetuneFamily, FrozenHeadFamily
+    from config.trials import FinetuneFamily, FrozenHeadFamily
     from orchestrator.trials_tune import concurrent_trials, trial_need
 
     env = {"cpus": 1.0, "gpus": 0.0, "custom": {}}

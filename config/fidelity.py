@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from orchestrator.config.base import StrictModel
+from config.base import StrictModel
 
 
 class EncoderConfig(StrictModel):

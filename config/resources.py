@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from orchestrator.config.base import ConfigPath, StrictModel
+from config.base import ConfigPath, StrictModel
 
 
 class ResourcesConfig(StrictModel):

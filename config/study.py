@@ -6,15 +6,15 @@ import re
 
 from pydantic import Field, model_validator
 
-from orchestrator.config.base import StrictModel
-from orchestrator.config.data import DataConfig
-from orchestrator.config.fidelity import FidelityConfig
-from orchestrator.config.generation import GenerationConfig
-from orchestrator.config.plan import PlanConfig
-from orchestrator.config.report import ReportConfig
-from orchestrator.config.resources import ResourcesConfig
-from orchestrator.config.serve import ServeConfig
-from orchestrator.config.trials import TrialsConfig
+from config.base import StrictModel
+from config.data import DataConfig
+from config.fidelity import FidelityConfig
+from config.generation import GenerationConfig
+from config.plan import PlanConfig
+from config.report import ReportConfig
+from config.resources import ResourcesConfig
+from config.serve import ServeConfig
+from config.trials import TrialsConfig
 
 
 class StudyConfig(StrictModel):

@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from orchestrator.config.base import ConfigError
-from orchestrator.config.study import StudyConfig
+from config.base import ConfigError
+from config.study import StudyConfig
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:

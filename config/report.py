@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from orchestrator.config.base import StrictModel
+from config.base import StrictModel
 
 #: Test metrics a report can be built on (columns of trials/results.parquet).
 Metric = Literal[

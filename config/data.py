@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from orchestrator.config.base import ConfigPath, StrictModel
+from config.base import ConfigPath, StrictModel
 
 
 class SourceConfig(StrictModel):
@@ -81,7 +81,15 @@ class DataConfig(StrictModel):
         return self
 
     def regime_keys(self) -> list[str]:
-        """Every (draw, regime) as its regime key, draw by draw (tasks.split.regime_key)."""
-        from tasks.split import regime_key
-
+        """Every (draw, regime) as its regime key, draw by draw (`regime_key`)."""
         return [regime_key(r.name, d) for d in range(self.regime_draws) for r in self.regimes]
+
+
+def regime_key(name: str, draw: int) -> str:
+    """The name of one draw of one regime: `name` for draw 0 (as before draws), else `name-d<draw>`.
+
+    Keys name the prepared tables, corpus ids and trial ids, so draw 0 keeps every existing name.
+    """
+    if draw < 0:
+        raise ValueError(f"draw={draw} must be >= 0")
+    return name if draw == 0 else f"{name}-d{draw}"

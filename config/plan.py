@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from orchestrator.config.base import StrictModel
+from config.base import StrictModel
 
 
 class PlanConfig(StrictModel):

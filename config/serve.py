@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from orchestrator.config.base import StrictModel
+from config.base import StrictModel
 
 
 class AutoscalingConfig(StrictModel):

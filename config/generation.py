@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from orchestrator.config.base import StrictModel
+from config.base import StrictModel
 
 Strategy = Literal["synthesis", "paraphrase"]
 Variant = Literal["plain", "label_name_masking", "instruction_label_removal"]

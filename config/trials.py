@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from orchestrator.config.base import StrictModel
-from orchestrator.config.fidelity import EncoderConfig
+from config.base import StrictModel
+from config.fidelity import EncoderConfig
 
 Precision = Literal["fp32", "bf16", "fp16"]
 Attention = Literal["eager", "sdpa", "flash_attention_2"]
