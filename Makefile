@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install quickstart test test-all lint bench
+.PHONY: install quickstart test test-unit test-all lint bench
 
 $(BIN)/.synthpat-installed: pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ quickstart: install
 
 test: install
 	$(BIN)/pytest -m "not slow and not gpu"
+
+# No Ray, no real models: a quick loop while editing.
+test-unit: install
+	$(BIN)/pytest tests/unit
 
 test-all: install
 	$(BIN)/pytest

@@ -122,8 +122,9 @@ class ServeSide:
 
         from config.serve import ServeConfig
         from serve.app import build_app
-        from serve.launch import free_port, start_server, wait_ready
+        from serve.launch import start_server, wait_ready
         from serve.select import select_checkpoint
+        from tasks.net import free_port
 
         cfg = ServeConfig(
             num_cpus=args.replica_cpus,
@@ -165,7 +166,8 @@ class ServeSide:
 def run_all(checkpoint: Path, run_dir: Path, trial: str, texts, levels, args) -> dict:
     import httpx
 
-    from serve.launch import free_port, wait_ready
+    from serve.launch import wait_ready
+    from tasks.net import free_port
 
     port = free_port()
     cmd = [sys.executable, __file__, "--baseline-server", str(checkpoint), "--port", str(port)]

@@ -107,14 +107,15 @@ def _fit(
     family: str, train: pd.DataFrame, prep, labels: list[str], seed: int, emb: dict | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Val and test probabilities of one real-only classifier of `family`."""
-    from orchestrator.train import label_matrix
+    from config.trials import FrozenHeadFamily, TfidfLinearFamily
     from tasks.checkpoint import FrozenHeadClassifier
-    from tasks.heads import HeadConfig, TfidfConfig, train_frozen_head, train_tfidf_linear
+    from tasks.heads import train_frozen_head, train_tfidf_linear
+    from tasks.trials.inputs import label_matrix
 
     y = label_matrix(train, labels)
     common = {"labels": labels, "names": labels}
     if family == "tfidf_linear":
-        clf = train_tfidf_linear(train.text.tolist(), y, TfidfConfig(), "bce", seed, **common)
+        clf = train_tfidf_linear(train.text.tolist(), y, TfidfLinearFamily(), "bce", seed, **common)
         return clf.predict_proba(prep.val.text.tolist()), clf.predict_proba(prep.test.text.tolist())
     if family != "frozen_head" or emb is None:
         raise ValueError(f"family {family!r}: expected tfidf_linear or frozen_head (embedded)")
@@ -123,7 +124,9 @@ def _fit(
         return np.stack([emb[t] for t in df.text])
 
     # configs/paper.yaml's frozen head: MLP, 60 epochs, the asymmetric loss of its grid.
-    head = train_frozen_head(x(train), y, HeadConfig(head="mlp", epochs=60), "asymmetric", seed)
+    head = train_frozen_head(
+        x(train), y, FrozenHeadFamily(head="mlp", epochs=60), "asymmetric", seed
+    )
     clf = FrozenHeadClassifier(head, ENCODER, 256, **common)
     return clf.proba_from_embeddings(x(prep.val)), clf.proba_from_embeddings(x(prep.test))
 
@@ -187,7 +190,7 @@ def main() -> None:
     import torch
 
     from config.data import regime_key
-    from orchestrator.train import label_matrix
+    from tasks.trials.inputs import label_matrix
 
     torch.set_num_threads(os.cpu_count() or 1)  # the encoder uses every core; heads one (below)
     ks = [int(k) for k in args.ks.split(",")]

@@ -85,8 +85,8 @@ def plain_loop(df: pd.DataFrame, labels: list[str], fam: Family) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from orchestrator.train import label_matrix
     from tasks.models import resolve_model
+    from tasks.trials.inputs import label_matrix
 
     started = time.perf_counter()
     folder = resolve_model(MODEL)
@@ -195,10 +195,12 @@ def _print(name: str, r: dict) -> None:
 
 
 def _head_trial(x: np.ndarray, y: np.ndarray, loss: str, seed: int, epochs: int) -> dict:
-    from tasks.heads import HeadConfig, train_frozen_head
+    from config.trials import FrozenHeadFamily
+    from tasks.heads import train_frozen_head
 
     cpu0, t0 = time.process_time(), time.perf_counter()
-    head = train_frozen_head(x, y, HeadConfig(head="mlp", epochs=epochs), loss, seed, threads=1)
+    family = FrozenHeadFamily(head="mlp", epochs=epochs)
+    head = train_frozen_head(x, y, family, loss, seed, threads=1)
     return {"cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - t0,
             "w2_norm": float(np.linalg.norm(head["w2"]))}  # fmt: skip
 
@@ -207,8 +209,8 @@ def bench_grid(args: argparse.Namespace) -> None:
     import ray
     from ray import tune
 
-    from orchestrator.train import label_matrix
     from tasks.embeddings import encode_texts, load_encoder
+    from tasks.trials.inputs import label_matrix
 
     df, labels = load_rows(args.grid_rows)
     t0 = time.perf_counter()
@@ -266,10 +268,10 @@ def bench_stage(args: argparse.Namespace) -> None:
     import ray
 
     from config import StudyConfig
-    from orchestrator.trials import expand_grid
-    from orchestrator.trials_fit import TrialData
-    from orchestrator.trials_tune import run_grid
+    from orchestrator.trials_tune import GridRun, collect, run_grid
     from tasks.embeddings import encode_texts, load_encoder
+    from tasks.trials.grid import expand_grid
+    from tasks.trials.inputs import Embeddings, EncoderKey, EvalData, TrialInputs, TrialSettings
 
     n_eval = 128
     df, labels = load_rows(args.grid_rows + 2 * n_eval)
@@ -278,10 +280,11 @@ def bench_stage(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     x = encode_texts(df["text"].tolist(), load_encoder(MODEL, args.max_length), progress=True)
     print(f"stage: {len(df)} patents embedded once in {time.perf_counter() - t0:.1f} s")
-    data = TrialData(labels=labels, names=labels, real={"real": train.reset_index(drop=True)},
-                     corpora={}, val=val.reset_index(drop=True), test=test.reset_index(drop=True),
-                     emb=x, emb_index={t: i for i, t in enumerate(df["text"])},
-                     encoder={"model": MODEL, "max_length": args.max_length})  # fmt: skip
+    key = EncoderKey(MODEL, args.max_length)
+    shared = EvalData(labels=labels, names=labels, val=val.reset_index(drop=True),
+                      test=test.reset_index(drop=True))  # fmt: skip
+    emb = Embeddings(key, {t: i for i, t in enumerate(df["text"])}, x)
+    data = TrialInputs(shared, real={"real": train.reset_index(drop=True)}, embeddings={key: emb})
     family = {"kind": "frozen_head", "name": "head", "head": "mlp", "epochs": args.head_epochs,
               "encoder": {"model": MODEL, "max_length": args.max_length}}  # fmt: skip
     cfg = StudyConfig.model_validate({
@@ -299,13 +302,14 @@ def bench_stage(args: argparse.Namespace) -> None:
         for reuse in (True, False):
             work = Path(tempfile.mkdtemp(prefix="bench-stage-"))
             busy0, t0 = _cpu_busy(), time.perf_counter()
-            out = run_grid(cells, data, families, storage_path=str(work / "tune"), name="grid",
-                           done_dir=work / "done", train_storage=work / "train", cpus=1, gpus=0,
-                           max_failures=0, reuse_actors=reuse)  # fmt: skip
+            run = GridRun(done_dir=str(work / "done"), train_storage=str(work / "train"),
+                          settings=TrialSettings(cpus=1))  # fmt: skip
+            out = run_grid(cells, data, families, run, storage_path=str(work / "tune"),
+                           name="grid", max_failures=0, reuse_actors=reuse)  # fmt: skip
             wall, busy1 = time.perf_counter() - t0, _cpu_busy()
-            rows = [r["row"] for r in out.values() if r["row"]]
-            assert len(rows) == len(cells), [r["error"] for r in out.values() if r["error"]]
-            inside = sum(r["train_seconds"] for r in rows)
+            rows = [r for t, o in out.items() if (r := collect(work / "done", t, o)) is not None]
+            assert len(rows) == len(cells), [o.error for o in out.values() if o.error]
+            inside = sum(r.train_seconds for r in rows)
             machine = (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1.0)
             name = "reused actors (default)" if reuse else "fresh actor per trial"
             print(f"  synthpat grid, {name}: {len(rows)} trials in {wall:.1f} s, "

@@ -6,12 +6,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from config.base import ConfigPath, StrictModel
+from config.base import NOT_FINGERPRINTED, ConfigPath, StrictModel
 
 
 class SourceConfig(StrictModel):
     path: ConfigPath = Field(
-        description="File or folder of real patents (JSONL, CSV, Parquet, or HUPD-style JSON)."
+        description="File or folder of real patents (JSONL, CSV, Parquet, or HUPD-style JSON).",
+        json_schema_extra=NOT_FINGERPRINTED,
     )
     format: Literal["auto", "jsonl", "csv", "parquet", "hupd"] = Field(
         "auto", description="Input format; `auto` decides from the file extension."

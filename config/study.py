@@ -44,6 +44,16 @@ class StudyConfig(StrictModel):
         self._check_plan_names()
         return self
 
+    def generation_regime_keys(self) -> dict[str, tuple[str, int]]:
+        """Regime key -> (regime, draw) for every draw of the regimes to generate for:
+        `generation.regimes`, or every regime of `data.regimes`."""
+        from config.data import regime_key
+
+        if self.generation is None:
+            return {}
+        names = self.generation.regimes or [r.name for r in self.data.regimes]
+        return {regime_key(r, d): (r, d) for d in range(self.data.regime_draws) for r in names}
+
     def _check_plan_names(self) -> None:
         gens = {g.name for g in self.generation.generators} if self.generation else set()
         fams = {f.name for f in self.trials.families} if self.trials else set()

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from config.base import StrictModel
+from config.base import NOT_FINGERPRINTED, StrictModel
 from config.fidelity import EncoderConfig
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -20,7 +20,25 @@ Arm = Literal[
     "filtered",
     "ensemble",
 ]
+#: The arms that train on synthetic rows (each compared with its duplicate_to_match control).
+AUGMENTED_ARMS: tuple[Arm, ...] = ("real_plus_synthetic", "filtered", "fixed_budget", "ensemble")
 Ordering = Literal["shuffled", "curriculum_real_first", "curriculum_fidelity"]
+
+# fp16 matmuls and FlashAttention-2 kernels exist on CUDA only; bf16 also runs on CPU.
+CUDA_ONLY_PRECISIONS: tuple[Precision, ...] = ("fp16",)
+CUDA_ONLY_ATTENTIONS: tuple[Attention, ...] = ("flash_attention_2",)
+
+
+def needs_cuda(precision: str | None, attention: str | None = None) -> str | None:
+    """Why a precision/attention pair cannot run without CUDA, or None when it can.
+
+    The reason names both fields given (a cell is a pair; either can be the culprit), e.g.
+    "precision=fp16 with attention=sdpa needs CUDA"; pass None to ask about one field alone.
+    """
+    if precision not in CUDA_ONLY_PRECISIONS and attention not in CUDA_ONLY_ATTENTIONS:
+        return None
+    pair = (("precision", precision), ("attention", attention))
+    return " with ".join(f"{k}={v}" for k, v in pair if v is not None) + " needs CUDA"
 
 
 class DeepSpeedConfig(StrictModel):
@@ -63,6 +81,7 @@ class FrozenHeadFamily(StrictModel):
         "`epochs` take on the regime's largest mix in the grid.",
     )
     learning_rate: float = Field(3e-3, gt=0, description="Head learning rate.")
+    batch_size: int = Field(32, ge=1, description="Embeddings per optimizer step.")
     hidden: int = Field(256, ge=1, description="Hidden units of the MLP head.")
     encoder: EncoderConfig | None = Field(
         None,
@@ -76,6 +95,9 @@ class TfidfLinearFamily(StrictModel):
     name: str = Field("tfidf_linear", description="Family name in reports.")
     ngram_max: int = Field(2, ge=1, le=3, description="Largest word n-gram.")
     C: float = Field(10.0, gt=0, description="Inverse regularization of the logistic model.")
+    max_features: int | None = Field(
+        50000, ge=1, description="Vocabulary size: the most frequent n-grams; None: all."
+    )
 
 
 class SetFitFamily(StrictModel):
@@ -157,6 +179,7 @@ class TrialResources(StrictModel):
     max_concurrent: int | None = Field(
         None,
         ge=1,
+        json_schema_extra=NOT_FINGERPRINTED,
         description="Trials running at once. None: as many as the cluster holds when the stage "
         "starts, a fine-tune trial counted with its Ray Train workers (its Tune driver alone holds "
         "almost nothing, so without a bound every fine-tune would start and wait). On an "
@@ -164,19 +187,17 @@ class TrialResources(StrictModel):
     )
     reuse_actors: bool = Field(
         True,
+        json_schema_extra=NOT_FINGERPRINTED,
         description="Tune keeps a finished trial's worker process for the next trial asking for "
         "the same resources, saving a process start and the torch/transformers imports per trial "
         "(frozen-head grid on 2 CPUs: 72% -> 89% of core time spent in trials, BENCHMARKS.md).",
     )
 
 
-#: Scheduling knobs: they change how fast the grid runs, never what a trial computes, so they stay
-#: out of the stage's fingerprint (changing one must not re-run finished trials).
-SCHEDULING_FIELDS = frozenset({"max_concurrent", "reuse_actors"})
-
-
 class TrialsConfig(StrictModel):
-    enabled: bool = Field(True, description="Run the trials stage.")
+    enabled: bool = Field(
+        True, json_schema_extra=NOT_FINGERPRINTED, description="Run the trials stage."
+    )
     families: list[Family] = Field(description="Classifier families in the grid.")
     arms: list[Arm] = Field(["real_only", "real_plus_synthetic"], description="Training mixes.")
     ratios: list[float] | None = Field(
@@ -197,7 +218,12 @@ class TrialsConfig(StrictModel):
     seeds: list[int] = Field([0], description="Seeds; each grid cell runs once per seed.")
     regimes: list[str] | None = Field(None, description="Regimes in the grid; default all.")
     resources: TrialResources = TrialResources()
-    max_failures: int = Field(1, ge=0, description="Ray Tune retries of a failed trial.")
+    max_failures: int = Field(
+        1,
+        ge=0,
+        json_schema_extra=NOT_FINGERPRINTED,
+        description="Ray Tune retries of a failed trial.",
+    )
     numerics_guard: NumericsGuardConfig = NumericsGuardConfig()
     budget: Literal["epochs", "steps"] = Field(
         "epochs",
@@ -221,6 +247,7 @@ class TrialsConfig(StrictModel):
     select_metric: str = Field(
         "val_micro_f1",
         pattern=r"^val_",
+        json_schema_extra=NOT_FINGERPRINTED,
         description="Validation metric that picks the best trial (val_*: nothing is chosen on "
         "test).",
     )
@@ -241,8 +268,8 @@ class TrialsConfig(StrictModel):
         if self.ratios is not None and any(r <= 0 for r in self.ratios):
             raise ValueError(f"ratios: every ratio must be positive, got {self.ratios}")
         gpu = self.resources.gpus > 0 or self.allow_cuda_only
-        cuda_only = [p for p in self.precisions if p == "fp16"]
-        cuda_only += [a for a in self.attentions if a == "flash_attention_2"]
+        cuda_only = [p for p in self.precisions if needs_cuda(p)]
+        cuda_only += [a for a in self.attentions if needs_cuda(None, a)]
         if cuda_only and not gpu:
             # Name both axes: a cell is a (precision, attention) pair, either can be the culprit.
             raise ValueError(

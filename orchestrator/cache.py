@@ -1,10 +1,9 @@
 """The stage cache: fingerprints, manifests and atomic stage outputs.
 
-One mechanism for every stage. A stage's fingerprint hashes the config subset it reads, the
-fingerprints of the stages it depends on, the content of external input files and the package
-version. A stage whose manifest carries the current fingerprint is up to date and skipped. A stage
-writes into a temporary folder that is renamed into place only after its manifest is written, so a
-killed run never leaves a folder that looks complete.
+One mechanism for every stage (what a fingerprint covers: orchestrator/stages/base.py). A stage
+whose manifest carries the current fingerprint is up to date and skipped. A stage writes into a
+temporary folder that is renamed into place only after its manifest is written, so a killed run
+never leaves a folder that looks complete.
 """
 
 from __future__ import annotations
@@ -15,18 +14,13 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.files import write_json_atomic
+
 MANIFEST = "manifest.json"
-
-
-def _package_version() -> str:
-    from orchestrator import __version__
-
-    return __version__
 
 
 def hash_json(obj: Any) -> str:
@@ -46,14 +40,6 @@ def hash_file(path: Path, chunk: int = 1 << 20) -> str:
             while block := f.read(chunk):
                 h.update(block)
     return h.hexdigest()
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to `path` through a temp file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -80,16 +66,6 @@ class Manifest:
             return None
 
 
-@dataclass
-class StageState:
-    """What `status` shows about one stage."""
-
-    stage: str
-    state: str  # "done", "stale", "missing"
-    manifest: Manifest | None
-    reason: str = ""
-
-
 class RunStore:
     """The folder of one study run: runs/<study>/<stage>/..."""
 
@@ -107,36 +83,6 @@ class RunStore:
 
     def manifest(self, stage: str) -> Manifest | None:
         return Manifest.read(self.stage_dir(stage))
-
-    def fingerprint(
-        self,
-        stage: str,
-        config: dict[str, Any],
-        upstream: Iterable[str],
-        inputs: dict[str, Path] | None = None,
-    ) -> tuple[str, dict[str, str], dict[str, str]]:
-        """Fingerprint of a stage from its config subset, upstream manifests and input files."""
-        up: dict[str, str] = {}
-        for name in upstream:
-            m = self.manifest(name)
-            if m is None:
-                raise RuntimeError(f"stage {stage} needs stage {name}, which has not run")
-            up[name] = m.fingerprint
-        in_hashes = {k: hash_file(Path(p)) for k, p in sorted((inputs or {}).items())}
-        fp = hash_json(
-            {
-                "stage": stage,
-                "config": config,
-                "upstream": up,
-                "inputs": in_hashes,
-                "version": _package_version(),
-            }
-        )
-        return fp, up, in_hashes
-
-    def is_up_to_date(self, stage: str, fingerprint: str) -> bool:
-        m = self.manifest(stage)
-        return m is not None and m.fingerprint == fingerprint
 
     def begin(self, stage: str) -> Path:
         """A fresh temporary folder to write a stage's outputs into."""
@@ -165,23 +111,6 @@ class RunStore:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return final
-
-    def states(self, order: list[str], deps: dict[str, tuple[str, ...]]) -> list[StageState]:
-        """Each stage: done, stale (an upstream changed since it ran) or missing."""
-        out: list[StageState] = []
-        for stage in order:
-            m = self.manifest(stage)
-            if m is None:
-                out.append(StageState(stage, "missing", None))
-                continue
-            reason = ""
-            for up in deps.get(stage, ()):
-                um = self.manifest(up)
-                if um is None or m.upstream.get(up) != um.fingerprint:
-                    reason = f"{up} changed since it ran"
-                    break
-            out.append(StageState(stage, "stale" if reason else "done", m, reason))
-        return out
 
 
 def now() -> float:

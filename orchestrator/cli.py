@@ -27,6 +27,16 @@ def _load(config: Path, overrides: list[str] | None) -> StudyConfig:
         raise typer.Exit(2) from None
 
 
+def _run_config(run_dir: Path, overrides: list[str] | None = None) -> StudyConfig:
+    """The config a run folder last ran with, pointed back at this folder (it may have moved)."""
+    resolved = run_dir / "config.resolved.yaml"
+    if not resolved.is_file():
+        typer.echo(f"{run_dir}: not a run folder (no config.resolved.yaml)", err=True)
+        raise typer.Exit(2)
+    here = [f"study={run_dir.name}", f"resources.runs_dir={run_dir.resolve().parent}"]
+    return _load(resolved, [*(overrides or []), *here])
+
+
 def _write_resolved(cfg: StudyConfig) -> Path:
     from config.loader import dump_config
     from orchestrator.stages import run_dir_for
@@ -38,18 +48,18 @@ def _write_resolved(cfg: StudyConfig) -> Path:
 
 
 def _run(cfg: StudyConfig, names: list[str], force: bool) -> None:
-    from orchestrator.stages import STAGES, run_stage, stage_by_name
+    from orchestrator.stages import run_stage, study_graph
 
     _write_resolved(cfg)
-    selected = [stage_by_name(n) for n in names] if names else STAGES
-    for stage in selected:
-        if not stage.enabled(cfg):
-            typer.echo(f"{stage.name}: disabled in config, skipped", err=True)
+    graph = study_graph(cfg)
+    for name in names or [s.name for s in graph.stages]:
+        if not graph.enabled(name):
+            typer.echo(f"{name}: disabled in config, skipped", err=True)
             continue
         try:
-            run_stage(stage, cfg, force=force)
+            run_stage(graph, name, force=force)
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
-            typer.echo(f"{stage.name}: failed: {exc}", err=True)
+            typer.echo(f"{name}: failed: {exc}", err=True)
             raise typer.Exit(1) from None
 
 
@@ -76,11 +86,17 @@ def plan(
     ] = None,
 ) -> None:
     """Generation rows, trials, GPU-hours and the power of the verdict, before anything runs."""
+    from orchestrator.cache import RunStore
     from orchestrator.plan import plan_study, print_plan
     from orchestrator.plan_power import power_plan, print_power
+    from orchestrator.stages import run_dir_for, study_graph
 
     cfg = _load(config, overrides)
     print_plan(cfg, plan_study(cfg))
+    run_dir = run_dir_for(cfg)
+    if run_dir.is_dir():
+        states = study_graph(cfg).states(RunStore(run_dir))
+        _print_states(states, f"synthpat run would, against {run_dir}", would_run=True)
     try:
         lines = power_plan(cfg, pilot, detect)
     except (FileNotFoundError, ValueError) as exc:
@@ -122,16 +138,7 @@ def report(
     force: Force = False,
 ) -> None:
     """Write report.md and report.html: controlled gains, correlations, mixing, numerics."""
-    if target.is_dir():
-        resolved = target / "config.resolved.yaml"
-        if not resolved.is_file():
-            typer.echo(f"{target}: not a run folder (no config.resolved.yaml)", err=True)
-            raise typer.Exit(2)
-        # The run folder is authoritative: its resolved config, pointed back at this folder.
-        here = [f"study={target.name}", f"resources.runs_dir={target.resolve().parent}"]
-        cfg = _load(resolved, [*(overrides or []), *here])
-    else:
-        cfg = _load(target, overrides)
+    cfg = _run_config(target, overrides) if target.is_dir() else _load(target, overrides)
     from orchestrator.stages import run_dir_for
 
     _run(cfg, ["report"], force)
@@ -184,28 +191,37 @@ def submit(
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="runs/<study> folder.")]) -> None:
     """Which stages are done, stale or missing, with row counts and timings."""
-    from rich.console import Console
-    from rich.table import Table
-
     from orchestrator.cache import RunStore
-    from orchestrator.stages import STAGES
+    from orchestrator.stages import study_graph
 
     if not run_dir.is_dir():
         typer.echo(f"{run_dir}: no such run folder", err=True)
         raise typer.Exit(2)
-    store = RunStore(run_dir)
-    states = store.states([s.name for s in STAGES], {s.name: s.depends_on for s in STAGES})
-    t = Table(title=f"synthpat status: {run_dir}")
+    cfg = _run_config(run_dir)
+    _print_states(study_graph(cfg).states(RunStore(run_dir)), f"synthpat status: {run_dir}")
+
+
+def _print_states(states: list, title: str, would_run: bool = False) -> None:
+    """One row per stage: its state against the config, rows, seconds and a note.
+
+    `would_run`: label stale and missing stages as what `synthpat run` would do (the plan)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
     for col in ("stage", "state", "seconds", "rows", "note"):
         t.add_column(col)
     for st in states:
         m = st.manifest
-        color = {"done": "green", "stale": "yellow", "missing": "red"}[st.state]
+        color = {"done": "green", "stale": "yellow", "missing": "red", "disabled": "dim"}[st.state]
+        label = st.state
+        if would_run:
+            label = {"done": "up to date", "stale": "runs", "missing": "runs"}.get(label, label)
         rows = ", ".join(f"{k}={v}" for k, v in (m.rows if m else {}).items())
         note = st.reason or (m.summary.get("status_note", "") if m else "")
         t.add_row(
             st.stage,
-            f"[{color}]{st.state}[/{color}]",
+            f"[{color}]{label}[/{color}]",
             f"{m.seconds:.1f}" if m else "",
             rows,
             str(note),
@@ -225,8 +241,13 @@ def serve(
     port: Annotated[int | None, typer.Option(help="HTTP port (serve.port: 8000).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Run in the background.")] = False,
     stop: Annotated[bool, typer.Option("--stop", help="Stop the detached server.")] = False,
+    ready_file: Annotated[
+        Path | None,
+        typer.Option(hidden=True, help="Write the URL here once serving (set by --detach)."),
+    ] = None,
 ) -> None:
     """Serve the best trial's classifier with Ray Serve: POST /v1/classify, GET /v1/model."""
+    from orchestrator.ray_runtime import ensure_ray
     from serve.launch import serve_forever, start_detached, stop_detached
 
     if stop:
@@ -238,12 +259,17 @@ def serve(
         raise typer.Exit(2)
     try:
         if detach:
-            record = start_detached(run_dir, checkpoint, host, port)
+            # The background process is this same command in the foreground: it starts Ray the
+            # way every stage does, and serves.
+            foreground = [sys.executable, "-m", "orchestrator", "serve"]
+            record = start_detached(run_dir, checkpoint, host, port, command=foreground)
             url, pid = record["url"], record["pid"]
             typer.echo(f"serving trial {record['trial_id']} at {url} (pid {pid})")
             typer.echo("stop it with: synthpat serve --stop")
         else:
-            serve_forever(run_dir, checkpoint, host, port)
+            serve_forever(
+                run_dir, checkpoint, host, port, ensure_ray=ensure_ray, ready_file=ready_file
+            )
     except (ValueError, FileNotFoundError, RuntimeError, TimeoutError) as exc:
         typer.echo(f"serve: {exc}", err=True)
         raise typer.Exit(1) from None

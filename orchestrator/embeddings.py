@@ -12,7 +12,6 @@ when Ray is up, else in this process.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from config.fidelity import EncoderConfig
+from tasks.files import save_npy_atomic
 
 
 def embedding_cache_dir(run_dir: Path) -> Path:
@@ -131,19 +131,13 @@ class EmbeddingCache:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         shard = uuid.uuid4().hex[:16]
-        _save_atomic(self.dir / f"{shard}.vecs.npy", np.ascontiguousarray(vecs, dtype=np.float32))
-        _save_atomic(self.dir / f"{shard}.keys.npy", np.asarray(keys, dtype="S32"))
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        save_npy_atomic(self.dir / f"{shard}.vecs.npy", vecs)
+        save_npy_atomic(self.dir / f"{shard}.keys.npy", np.asarray(keys, dtype="S32"))
 
 
 def _vecs_path(keys_path: Path) -> Path:
     return keys_path.with_name(keys_path.name.replace(".keys.npy", ".vecs.npy"))
-
-
-def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-    os.replace(tmp, path)
 
 
 def embed_texts(

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from config.generation import VllmGenerator
+from tasks.files import write_parquet_atomic
 from tasks.prompts import PromptRow
 
 RESULT_COLUMNS = [
@@ -51,9 +52,7 @@ class ShardStore:
     def write(self, rows: pd.DataFrame) -> Path:
         """Write one shard atomically; a reader never sees half of it."""
         name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.root / f".{name}.tmp"
-        rows[RESULT_COLUMNS].to_parquet(tmp, index=False)
-        os.replace(tmp, self.root / name)
+        write_parquet_atomic(self.root / name, rows[RESULT_COLUMNS])
         return self.root / name
 
     def read(self) -> pd.DataFrame:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,6 +85,13 @@ def submit_study(
     """
     use_ray_auth_token_if_available()
     from ray.job_submission import JobStatus, JobSubmissionClient
+    from tenacity import (
+        Retrying,
+        retry_if_exception,
+        retry_if_result,
+        stop_after_delay,
+        wait_fixed,
+    )
 
     project_dir = project_dir.resolve()
     try:
@@ -99,26 +105,31 @@ def submit_study(
         runtime_env["pip"] = pip
     client = JobSubmissionClient(address)
     # A head that has just come up answers HTTP before its job agent has registered ("No
-    # available agent to submit job"): retry that, and only that, for a while.
-    agent_deadline = time.monotonic() + agent_wait_s
-    while True:
-        try:
-            job_id = client.submit_job(
-                entrypoint=build_entrypoint(str(rel), overrides), runtime_env=runtime_env
-            )
-            break
-        except RuntimeError as e:
-            if "No available agent" not in str(e) or time.monotonic() > agent_deadline:
-                raise
-            time.sleep(2)
-    status = client.get_job_status(job_id)
+    # available agent to submit job"): retry that, and only that, for a while; then the error.
+    submit = Retrying(
+        retry=retry_if_exception(
+            lambda e: isinstance(e, RuntimeError) and "No available agent" in str(e)
+        ),
+        stop=stop_after_delay(agent_wait_s),
+        wait=wait_fixed(2),
+        reraise=True,
+    )
+    job_id = submit(
+        client.submit_job,
+        entrypoint=build_entrypoint(str(rel), overrides),
+        runtime_env=runtime_env,
+    )
     if wait:
-        deadline = time.monotonic() + timeout_s
-        while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(2)
-            status = client.get_job_status(job_id)
+        # Past `timeout_s` the last status is returned; the job keeps running on the cluster.
+        ended = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+        status = Retrying(
+            retry=retry_if_result(lambda s: s not in ended),
+            stop=stop_after_delay(timeout_s),
+            wait=wait_fixed(2),
+            retry_error_callback=lambda state: state.outcome.result(),
+        )(client.get_job_status, job_id)
+    else:
+        status = client.get_job_status(job_id)
     tail = ""
     if status in {JobStatus.FAILED, JobStatus.STOPPED}:
         tail = "\n".join(client.get_job_logs(job_id).splitlines()[-40:])

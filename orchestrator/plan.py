@@ -58,7 +58,7 @@ class Plan:
 
 def plan_study(cfg: StudyConfig) -> Plan:
     """The plan of a whole study from its config alone."""
-    from orchestrator.trials import expand_grid, planned_corpora
+    from tasks.trials.grid import expand_grid, planned_corpora
 
     plan = Plan(gpu_hour_usd=cfg.plan.gpu_hour_usd)
     costs = cfg.plan

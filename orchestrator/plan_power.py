@@ -91,7 +91,7 @@ def power_plan(
     cfg: StudyConfig, pilot_dir: Path | None = None, detect: float | None = None
 ) -> list[PowerLine]:
     """One line per regime x family of the planned grid (families with augmented cells)."""
-    from orchestrator.trials import AUGMENTED_ARMS, expand_grid
+    from tasks.trials.grid import AUGMENTED_ARMS, expand_grid
 
     if cfg.trials is None or not cfg.trials.enabled:
         return []

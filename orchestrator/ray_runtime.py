@@ -1,18 +1,14 @@
-"""One place that starts or joins Ray for every stage."""
+"""One place that starts or joins Ray, for every stage and for `synthpat serve`."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from config.resources import ResourcesConfig
+from tasks.storage import storage_uri
 
-
-def storage_uri(storage: str | Path) -> str:
-    """A storage location as Ray and pyarrow take it: a URI (`s3://`, `gs://`, `file://`) as
-    given, which every node of a cluster reaches; a local folder made absolute."""
-    text = str(storage)
-    return text if "://" in text else str(Path(text).resolve())
+# storage_uri is a pure path function (serving needs it too); it is re-exported for Ray callers.
+__all__ = ["cluster_address", "ensure_ray", "storage_uri"]
 
 
 def cluster_address(resources: ResourcesConfig | None = None) -> str | None:

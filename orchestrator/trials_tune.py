@@ -1,11 +1,16 @@
-"""The study grid on Ray Tune: one trial per cell, retries, checkpoints, resume after a kill.
+"""The study grid on Ray Tune: one trial per cell (`tasks.trials.recipe.run_trial`), retries,
+resources, resume after a kill.
+
+Each trial writes its checkpoint, predictions and results row once, into its done marker
+`<done_dir>/<trial_id>/` (`tasks.trials.recipe`: folder complete when its row is there); the
+stage moves them into place at the end. Tune's metrics carry the numeric scores only, for its
+own progress table.
 
 Resume works at two levels. The experiment lives at `<storage>/<name>` (name from the stage
 fingerprint), and a rerun finds it with `Tuner.can_restore` and continues it with
 `Tuner.restore(resume_errored=True)`, so Tune does not schedule finished trials again. Tune
 snapshots its experiment state only every few seconds, so a trial that finished just before the
-kill may be scheduled again: each trial therefore also leaves a done marker (its results row and
-checkpoint) under `done_dir` and, finding one, reports it without training again.
+kill may be scheduled again: finding its done marker, it reports the row without training.
 
 A node that dies mid-grid (a preempted spot worker) kills the trials on it; Tune retries them up
 to `max_failures`, and trials Tune still gives up on for that reason get further passes.
@@ -13,20 +18,20 @@ to `max_failures`, and trials Tune still gives up on for that reason get further
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import tempfile
-from dataclasses import asdict
+import uuid
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.trials import TrialCell
-from orchestrator.trials_fit import PREDICTIONS, TrialData, run_cell
+from tasks.artifacts import TrialRow
+from tasks.trials.families import build_family
+from tasks.trials.grid import TrialCell
+from tasks.trials.inputs import TrialInputs, TrialSettings
+from tasks.trials.recipe import read_row, run_trial
 
-ROW_JSON = "row.json"
-CKPT = "classifier"
 #: A trial that only drives Ray Train workers holds a sliver of a CPU (0 is refused by Tune).
 DRIVER_CPU = 0.01
 #: Extra passes over trials that errored because their node or worker died (see fit_with_passes).
@@ -34,63 +39,89 @@ LOST_WORKER_PASSES = 2
 log = logging.getLogger(__name__)
 
 
-def _trainable(config: dict[str, Any], data: TrialData, families: dict, settings: dict) -> None:
-    """The Tune function trainable: run (or recall) one cell and report its row + checkpoint."""
+@dataclass(frozen=True)
+class GridRun:
+    """What every trial of one grid shares besides its inputs: where it writes, its resources."""
+
+    done_dir: str
+    train_storage: str  # Ray Train runs of fine-tunes: <train_storage>/<trial_id>
+    settings: TrialSettings  # per trial, or per Ray Train worker of a fine-tune
+    #: Report each trial's folder as a Tune checkpoint too. Needed where the driver may not see
+    #: a worker's disk (a multi-node cluster with `resources.storage_path`): Tune uploads the
+    #: folder to the shared storage and the stage downloads it. On one machine the done marker
+    #: is where the stage reads it, and another copy would only cost time and disk.
+    transport: bool = False
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What Tune says of one trial: its error, and its checkpoint when one was reported."""
+
+    error: str = ""
+    checkpoint: Any = None
+
+
+def _trainable(
+    config: dict[str, Any], inputs: TrialInputs, families: dict[str, Any], run: GridRun
+) -> None:
+    """The Tune function trainable: run (or recall) one cell and report its scores."""
     from ray import tune
 
+    from orchestrator.train import train_on_ray
+
     cell = TrialCell(**config["cell"])
-    done = Path(settings["done_dir"]) / cell.trial_id
-    if not (done / ROW_JSON).is_file():
-        family = families[cell.family]
-        env = dict(settings["env"])
-        if cell.family_kind != "finetune":
-            env["threads"] = max(1, int(round(env.get("cpus", 1))))
-        with tempfile.TemporaryDirectory() as tmp:
-            env["storage_dir"] = f"{settings['train_storage'].rstrip('/')}/{cell.trial_id}"
-            row = run_cell(cell, data, family, Path(tmp) / CKPT, env, Path(tmp) / PREDICTIONS)
-            (Path(tmp) / ROW_JSON).write_text(json.dumps(row, default=str))
-            stage = done.with_name(f".{done.name}.tmp-{os.getpid()}")
-            shutil.rmtree(stage, ignore_errors=True)
-            shutil.copytree(tmp, stage)
-            shutil.rmtree(done, ignore_errors=True)
-            os.replace(stage, done)  # the marker appears complete or not at all
-    row = json.loads((done / ROW_JSON).read_text())
-    metrics = {k: v for k, v in row.items() if isinstance(v, (int, float)) and v is not None}
-    metrics["row_json"] = json.dumps(row, default=str)
-    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(done)))
+    done = Path(run.done_dir) / cell.trial_id
+    row = read_row(done)
+    if row is None:
+        family = build_family(families[cell.family], trainer=train_on_ray)
+        in_process = family.train_workers() == 0
+        settings = replace(
+            run.settings,
+            storage_dir=f"{run.train_storage.rstrip('/')}/{cell.trial_id}",
+            threads=max(1, int(round(run.settings.cpus))) if in_process else None,
+        )
+        tmp = done.with_name(f".{done.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            row = run_trial(cell, family, inputs, settings, tmp)
+            shutil.rmtree(done, ignore_errors=True)  # an incomplete marker of a killed attempt
+            os.replace(tmp, done)  # the marker appears complete or not at all
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    checkpoint = tune.Checkpoint.from_directory(str(done)) if run.transport else None
+    tune.report(row.scores(), checkpoint=checkpoint)
 
 
-def _resources(settings: dict):
+def _resources(families: dict[str, Any], settings: TrialSettings):
     from ray.tune.execution.placement_groups import PlacementGroupFactory
 
-    env = settings["env"]
-
     def per_trial(config: dict) -> PlacementGroupFactory:
-        if config["cell"]["family_kind"] == "finetune":
+        family = build_family(families[config["cell"]["family"]])
+        if family.train_workers():  # the workers hold the resources, the trial drives them
             return PlacementGroupFactory([{"CPU": DRIVER_CPU}])
-        return PlacementGroupFactory([_bundle(env, gpu=False)])
+        return PlacementGroupFactory([_bundle(settings, gpu=family.needs_gpu())])
 
     return per_trial
 
 
-def _bundle(env: dict[str, Any], gpu: bool = True) -> dict[str, float]:
+def _bundle(settings: TrialSettings, gpu: bool = True) -> dict[str, float]:
     """One trial's (or one Ray Train worker's) resources: CPUs, GPUs if any, custom ones.
 
-    `gpu=False` for the families that train on CPUs (frozen heads, TF-IDF, ensembles): a GPU
-    they held would sit idle and could make the autoscaler start a GPU node for nothing."""
-    bundle = {"CPU": float(env["cpus"])}
-    if gpu and env.get("gpus", 0) > 0:
-        bundle["GPU"] = float(env["gpus"])
-    bundle.update({k: float(v) for k, v in env.get("custom", {}).items()})
+    `gpu=False` for the families that train on CPUs (frozen heads, TF-IDF, SetFit): a GPU they
+    held would sit idle and could make the autoscaler start a GPU node for nothing."""
+    bundle = {"CPU": float(settings.cpus)}
+    if gpu and settings.gpus > 0:
+        bundle["GPU"] = float(settings.gpus)
+    bundle.update({k: float(v) for k, v in settings.custom.items()})
     return bundle
 
 
-def trial_need(family: Any, env: dict[str, Any]) -> dict[str, float]:
-    """The resources one trial of `family` occupies while it runs: its own bundle, or for a
+def trial_need(family_config: Any, settings: TrialSettings) -> dict[str, float]:
+    """The resources one trial of a family occupies while it runs: its own bundle, or for a
     fine-tune its Ray Train workers' (each asks for the trial's CPUs/GPUs/custom resources)."""
-    finetune = getattr(family, "kind", "") == "finetune"
-    workers = family.num_workers if finetune else 1
-    return {k: v * workers for k, v in _bundle(env, gpu=finetune).items() if v > 0}
+    family = build_family(family_config)
+    workers = max(1, family.train_workers())
+    bundle = _bundle(settings, gpu=family.needs_gpu())
+    return {k: v * workers for k, v in bundle.items() if v > 0}
 
 
 def concurrent_trials(needs: list[dict[str, float]], capacity: dict[str, float]) -> int:
@@ -106,42 +137,34 @@ def concurrent_trials(needs: list[dict[str, float]], capacity: dict[str, float])
 
 def run_grid(
     cells: list[TrialCell],
-    data: TrialData,
+    inputs: TrialInputs,
     families: dict[str, Any],
+    run: GridRun,
     *,
     storage_path: str,
     name: str,
-    done_dir: Path,
-    train_storage: str | Path,
-    cpus: float,
-    gpus: float,
     max_failures: int,
-    custom: dict[str, float] | None = None,
     max_concurrent: int | None = None,
     reuse_actors: bool = True,
-) -> dict[str, dict[str, Any]]:
-    """Run every cell on Ray Tune (resuming `<storage_path>/<name>` when it exists).
+) -> dict[str, TrialOutcome]:
+    """Run every cell on Ray Tune (resuming `<storage_path>/<name>` when it exists); each
+    finished trial leaves its done marker under `run.done_dir` (`collect` reads it).
 
-    Returns trial_id -> {"row": results row or None, "checkpoint": local folder or None,
-    "error": message or ""}. Ray must be initialized.
+    Returns trial_id -> its `TrialOutcome`. Ray must be initialized.
     """
     import ray
     from ray import tune
 
     if not cells:
         return {}
-    settings = {
-        "done_dir": str(done_dir),
-        "train_storage": str(train_storage),
-        "env": {"cpus": cpus, "gpus": gpus, "custom": dict(custom or {})},
-    }
     if max_concurrent is None:
-        needs = [trial_need(families[f], settings["env"]) for f in {c.family for c in cells}]
+        needs = [trial_need(families[f], run.settings) for f in {c.family for c in cells}]
         max_concurrent = concurrent_trials(needs, ray.cluster_resources())
     log.info("trials: at most %d running at once", max_concurrent)
+    # One object-store put of the inputs for the whole grid, read by every trial.
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, data=data, families=families, settings=settings),
-        _resources(settings),
+        tune.with_parameters(_trainable, inputs=inputs, families=families, run=run),
+        _resources(families, run.settings),
     )
     path = f"{storage_path.rstrip('/')}/{name}"
 
@@ -166,18 +189,30 @@ def run_grid(
             ),
         )
     grid = fit_with_passes(tuner, restore)
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, TrialOutcome] = {}
     for result in grid:
         tid = (result.config or {}).get("cell", {}).get("trial_id")
-        if tid is None:
-            continue
-        row_json = (result.metrics or {}).get("row_json")
-        out[tid] = {
-            "row": json.loads(row_json) if row_json else None,
-            "checkpoint": result.checkpoint,
-            "error": "" if result.error is None else _message(result.error),
-        }
+        if tid is not None:
+            error = "" if result.error is None else _message(result.error)
+            out[tid] = TrialOutcome(error, result.checkpoint)
     return out
+
+
+def collect(done_dir: Path, trial_id: str, outcome: TrialOutcome | None) -> TrialRow | None:
+    """A finished trial's row from its done marker; a marker this machine does not hold (the
+    trial ran on another node) is first downloaded from the checkpoint Tune reported."""
+    done = Path(done_dir) / trial_id
+    row = read_row(done)
+    if row is not None or outcome is None or outcome.checkpoint is None:
+        return row
+    tmp = done.with_name(f".{done.name}.fetch-{uuid.uuid4().hex[:8]}")
+    try:
+        outcome.checkpoint.to_directory(str(tmp))
+        shutil.rmtree(done, ignore_errors=True)
+        os.replace(tmp, done)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return read_row(done)
 
 
 def fit_with_passes(tuner: Any, restore: Any, passes: int = LOST_WORKER_PASSES) -> Any:

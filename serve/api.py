@@ -3,7 +3,9 @@
 `create_api(server, infer, settings)` builds the routes around any `infer(texts) -> probs`
 coroutine: the Serve deployment passes its `@serve.batch` method, the benchmark's baseline a plain
 one-call-per-request function. Two ASGI middlewares wrap it: a body-size limit enforced before any
-parsing (Content-Length and the stream itself), and Prometheus request counts and latencies.
+parsing (Content-Length and the stream itself), and Prometheus request counts and latencies. With
+an API key set, the `/v1/*` routes and `/metrics` depend on FastAPI's `APIKeyHeader` (the OpenAPI
+page shows the scheme); the probes stay open.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from serve.metrics import ServeMetrics
 from serve.schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -33,7 +36,6 @@ from serve.schemas import (
 
 Infer = Callable[[list[str]], Awaitable[np.ndarray]]
 API_KEY_HEADER = "X-API-Key"
-OPEN_PATHS = ("/healthz", "/readyz")  # probes answer without a key
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class ApiSettings:
 
 
 def hash_key(key: str) -> str:
+    """The SHA-256 hex digest of an API key: what the replicas hold instead of the key."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -151,51 +154,10 @@ async def _json(send: Callable, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-class ApiMetrics:
-    """Prometheus counters and histograms in a registry of their own (one per app instance)."""
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "synthpat_http_requests",
-            "HTTP requests by endpoint, method and status.",
-            ["endpoint", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "synthpat_http_request_seconds",
-            "HTTP request latency by endpoint.",
-            ["endpoint"],
-            registry=self.registry,
-        )
-        self.model_calls = Counter(
-            "synthpat_model_calls", "Batched model calls.", registry=self.registry
-        )
-        self.model_seconds = Histogram(
-            "synthpat_model_call_seconds",
-            "Seconds per model call.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=self.registry,
-        )
-        self.batch_texts = Histogram(
-            "synthpat_model_batch_texts",
-            "Texts per model call.",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-            registry=self.registry,
-        )
-
-    def render(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
 class MetricsMiddleware:
     """Counts every answer, including those of the body limit and of unknown paths."""
 
-    def __init__(self, app: Any, metrics: ApiMetrics, known: set[str]):
+    def __init__(self, app: Any, metrics: ServeMetrics, known: set[str]):
         self.app = app
         self.metrics = metrics
         self.known = known  # unknown paths share one label: bounded cardinality
@@ -223,9 +185,10 @@ class MetricsMiddleware:
 
 def create_api(server: Any, infer: Infer, settings: ApiSettings, title: str = "synthpat") -> Any:
     """The FastAPI app for `server` (a `ClassifierServer`); `infer` runs the model."""
-    from fastapi import FastAPI, Request
+    from fastapi import APIRouter, FastAPI, HTTPException, Request, Security
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
+    from fastapi.security import APIKeyHeader
 
     app = FastAPI(
         title=f"{title} patent classifier",
@@ -252,17 +215,20 @@ def create_api(server: Any, infer: Infer, settings: ApiSettings, title: str = "s
         ]
         return JSONResponse({"detail": lines}, status_code=422)
 
-    @app.middleware("http")
-    async def _api_key(request: Request, call_next: Callable) -> Any:
-        if settings.api_key_sha256 and request.url.path not in OPEN_PATHS:
-            given = request.headers.get(API_KEY_HEADER, "")
-            if not hmac.compare_digest(hash_key(given), settings.api_key_sha256):
-                return JSONResponse(
-                    {"detail": f"missing or wrong {API_KEY_HEADER} header"}, status_code=401
-                )
-        return await call_next(request)
+    # auto_error=False: a missing key gets the same 401 and message as a wrong one.
+    key_header = APIKeyHeader(
+        name=API_KEY_HEADER, auto_error=False, description="The key named by serve.api_key_env."
+    )
 
-    @app.post("/v1/classify", response_model=ClassifyResponse)
+    async def require_key(given: str | None = Security(key_header)) -> None:
+        # Hashes of equal length, compared in constant time: the key's length does not leak.
+        if not hmac.compare_digest(hash_key(given or ""), settings.api_key_sha256 or ""):
+            raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header")
+
+    # The probes stay open; the model, its labels and the metrics need the key when one is set.
+    guarded = APIRouter(dependencies=[Security(require_key)] if settings.api_key_sha256 else [])
+
+    @guarded.post("/v1/classify", response_model=ClassifyResponse)
     async def classify(req: ClassifyRequest) -> ClassifyResponse:
         """Labels for each text, with probabilities, using the tuned per-label thresholds."""
         texts, cut = check_texts(
@@ -283,12 +249,12 @@ def create_api(server: Any, infer: Infer, settings: ApiSettings, title: str = "s
         ]
         return ClassifyResponse(model=server.trial_id, predictions=preds, warnings=warnings)
 
-    @app.get("/v1/labels", response_model=LabelsResponse)
+    @guarded.get("/v1/labels", response_model=LabelsResponse)
     async def labels() -> LabelsResponse:
         """The label space: codes, names and tuned thresholds."""
         return LabelsResponse(labels=[LabelInfo(**d) for d in server.label_infos()])
 
-    @app.get("/v1/model", response_model=ModelInfo)
+    @guarded.get("/v1/model", response_model=ModelInfo)
     async def model() -> ModelInfo:
         """Which trial is served, its training mix, metrics and provenance."""
         return ModelInfo(**server.model_info())
@@ -303,11 +269,12 @@ def create_api(server: Any, infer: Infer, settings: ApiSettings, title: str = "s
             return JSONResponse({"status": "loading"}, status_code=503)
         return Health(status="ok")
 
-    @app.get("/metrics", include_in_schema=False)
+    @guarded.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         body, ctype = server.metrics.render()
         return Response(body, media_type=ctype)
 
+    app.include_router(guarded)
     known = {r.path for r in app.routes if hasattr(r, "path")}
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=server.metrics, known=known)

@@ -100,6 +100,6 @@ def app_from_args(args: dict[str, str]) -> Any:
 
     if "run_dir" not in args:
         raise ValueError("app_from_args: args need run_dir (a runs/<study> folder)")
-    cfg, resources = load_run_settings(args["run_dir"])
-    selection = select_checkpoint(args["run_dir"], cfg.select_metric, args.get("checkpoint"))
-    return build_app(cfg, selection, api_key_from_env(cfg), resources.storage_path)
+    run = load_run_settings(args["run_dir"])
+    selection = select_checkpoint(args["run_dir"], run.select_metric, args.get("checkpoint"))
+    return build_app(run.serve, selection, api_key_from_env(run.serve), run.resources.storage_path)

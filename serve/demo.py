@@ -38,8 +38,9 @@ def make_demo_run(
     import pandas as pd
     from sklearn.metrics import f1_score
 
+    from config.trials import TfidfLinearFamily
     from tasks.checkpoint import save_classifier
-    from tasks.heads import TfidfConfig, train_tfidf_linear
+    from tasks.heads import train_tfidf_linear
     from tasks.labels import build_label_space
     from tasks.records import load_records
 
@@ -60,7 +61,7 @@ def make_demo_run(
         clf = train_tfidf_linear(
             [r.text for r in train],
             y_train,
-            TfidfConfig(C=c, max_features=20000),
+            TfidfLinearFamily(C=c, max_features=20000),
             "weighted_bce",
             seed,
             labels=list(space.codes),
@@ -105,14 +106,15 @@ def make_demo_run(
 def _frozen_head_trial(tdir: Path, encoder_model: str, train, val, space, seed: int) -> dict:
     from sklearn.metrics import f1_score
 
+    from config.trials import FrozenHeadFamily
     from tasks.checkpoint import FrozenHeadClassifier, save_classifier
     from tasks.embeddings import encode_texts, load_encoder
-    from tasks.heads import HeadConfig, train_frozen_head
+    from tasks.heads import train_frozen_head
 
     encoder = load_encoder(encoder_model, 256)
     x = encode_texts([r.text for r in train], encoder)
     head = train_frozen_head(
-        x, space.encode([r.labels for r in train]), HeadConfig(), "weighted_bce", seed
+        x, space.encode([r.labels for r in train]), FrozenHeadFamily(), "weighted_bce", seed
     )
     clf = FrozenHeadClassifier(
         head,

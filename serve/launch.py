@@ -1,9 +1,11 @@
 """Start, stop and detach the serving application.
 
-`start_server` deploys on the Ray this process runs (it starts a local one when none is up) and
-returns once /readyz answers. `--detach` runs `python -m serve.launch` in a new session that holds
-the local Ray and Serve until `stop_detached` sends it SIGTERM; a small JSON state file records
-its pid and URL.
+Serving never decides where Ray runs: the caller starts or joins it and hands that in
+(`synthpat serve` and the serve_smoke stage pass `orchestrator.ray_runtime.ensure_ray`, the one
+function that does it for every stage). `start_server` deploys on that Ray and returns once
+/readyz answers; `serve_forever` holds it until SIGTERM. `start_detached` runs the caller's
+foreground serve command in a new session that holds the local Ray and Serve until
+`stop_detached` sends it SIGTERM; a small JSON state file records its pid and URL.
 """
 
 from __future__ import annotations
@@ -11,15 +13,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from config.resources import ResourcesConfig
+from config.serve import ServeConfig
 
 APP_NAME = "synthpat"
+#: The file a detached server writes, once ready, into the run folder: its URL and trial.
+READY_FILE = ".serve-ready.json"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -29,14 +36,16 @@ class Running:
     checkpoint: str
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS reports free on `host` now (another process may still take it later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+@dataclass(frozen=True)
+class RunSettings:
+    """What serving takes from the config a run was made with (the defaults without one)."""
+
+    serve: ServeConfig
+    resources: ResourcesConfig
+    select_metric: str
 
 
-def api_key_from_env(cfg: Any) -> str | None:
+def api_key_from_env(cfg: ServeConfig) -> str | None:
     """The API key named by `serve.api_key_env`, or None; an unset variable is an error."""
     if not cfg.api_key_env:
         return None
@@ -48,49 +57,84 @@ def api_key_from_env(cfg: Any) -> str | None:
 
 def start_server(
     run_dir: Path | str,
-    cfg: Any,
+    cfg: ServeConfig,
     checkpoint: str | None = None,
     host: str | None = None,
     port: int | None = None,
-    resources: Any = None,
+    *,
+    select_metric: str | None = None,
+    storage_path: str | None = None,
+    connect_ray: Callable[[], object] | None = None,
     timeout_s: float = 180.0,
 ) -> Running:
-    """Pick the checkpoint, deploy it behind Serve's HTTP proxy on host:port, wait until ready."""
+    """Pick the checkpoint, deploy it behind Serve's HTTP proxy on host:port, wait until ready.
+
+    `select_metric`: the run's resolved metric (`RunSettings.select_metric`); None resolves `cfg`
+    alone. `connect_ray` starts or joins Ray once the checkpoint is known to exist (so a wrong
+    `checkpoint` fails before Ray starts); without it Ray must already be up in this process.
+    `storage_path`: shared storage that replicas on other nodes load the checkpoint from.
+    """
+    import ray
     from ray import serve
 
-    from orchestrator.ray_runtime import ensure_ray
     from serve.app import build_app
     from serve.select import select_checkpoint
 
-    selection = select_checkpoint(run_dir, cfg.select_metric, checkpoint)
+    metric = select_metric or cfg.resolve_select_metric()
+    selection = select_checkpoint(run_dir, metric, checkpoint)
     host = host or cfg.host
     port = port or cfg.port
-    ensure_ray(resources)
+    if connect_ray is not None:
+        connect_ray()
+    if not ray.is_initialized():
+        # serve.start would call a bare ray.init(), which joins any cluster `ray start` left on
+        # this machine: where Ray runs is the caller's decision.
+        raise RuntimeError("start_server: Ray is not running in this process; start or join it")
     serve.start(http_options={"host": host, "port": port})
-    storage = getattr(resources, "storage_path", None)
-    app = build_app(cfg, selection, api_key_from_env(cfg), storage)
+    app = build_app(cfg, selection, api_key_from_env(cfg), storage_path)
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     wait_ready(url, timeout_s)
     return Running(url=url, trial_id=selection.trial_id, checkpoint=str(selection.path))
 
 
+class _NotReady(Exception):
+    """/readyz answered, but not 200 (yet)."""
+
+
 def wait_ready(url: str, timeout_s: float = 180.0) -> None:
     """Poll `url`/readyz until it answers 200, or raise TimeoutError naming the URL."""
     import httpx
+    from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-    deadline = time.monotonic() + timeout_s
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(f"{url}/readyz", timeout=5.0)
-            if r.status_code == 200:
-                return
-            last = f"HTTP {r.status_code}"
-        except httpx.HTTPError as exc:
-            last = type(exc).__name__
-        time.sleep(0.5)
-    raise TimeoutError(f"{url}/readyz: not ready after {timeout_s:.0f}s ({last})")
+    def probe() -> None:
+        r = httpx.get(f"{url}/readyz", timeout=5.0)
+        if r.status_code != 200:
+            raise _NotReady(f"HTTP {r.status_code}")
+
+    try:
+        Retrying(
+            retry=retry_if_exception_type((httpx.HTTPError, _NotReady)),
+            stop=stop_after_delay(timeout_s),
+            wait=wait_fixed(0.5),
+        )(probe)
+    except RetryError as err:
+        last = err.last_attempt.exception()
+        why = str(last) if isinstance(last, _NotReady) else type(last).__name__
+        raise TimeoutError(f"{url}/readyz: not ready after {timeout_s:.0f}s ({why})") from None
+
+
+def _poll(probe: Callable[[], T], timeout_s: float, every_s: float) -> T:
+    """Call `probe` every `every_s` until it returns something truthy, at most `timeout_s`; its
+    last result (falsy: time ran out). An exception from `probe` ends the wait at once."""
+    from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+    return Retrying(
+        retry=retry_if_result(lambda result: not result),
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(every_s),
+        retry_error_callback=lambda state: state.outcome.result(),
+    )(probe)
 
 
 def stop_server() -> None:
@@ -114,9 +158,15 @@ def start_detached(
     checkpoint: str | None,
     host: str | None,
     port: int | None,
+    *,
+    command: Sequence[str],
     timeout_s: float = 300.0,
 ) -> dict[str, Any]:
-    """Run the server in a background process of its own session; return its state record."""
+    """Run the server in a background process of its own session; return its state record.
+
+    `command` is the caller's foreground serve command (`python -m orchestrator serve`): it gets
+    RUN_DIR, the given flags and `--ready-file FILE`, and must write FILE once serving (as
+    `serve_forever` does), so that the process which starts Ray is the one that serves."""
     state = state_path()
     if state.is_file():
         old = json.loads(state.read_text())
@@ -124,28 +174,32 @@ def start_detached(
             raise RuntimeError(f"a server is already running ({old['url']}, pid {old['pid']})")
     run_dir = Path(run_dir).resolve()
     log = run_dir / "serve.log"
-    cmd = [sys.executable, "-m", "serve.launch", str(run_dir)]
+    ready = run_dir / READY_FILE
+    ready.unlink(missing_ok=True)  # a crashed server's leftover would read as ready at once
+    cmd = [*command, str(run_dir)]
     for flag, value in (("--checkpoint", checkpoint), ("--host", host), ("--port", port)):
         if value is not None:
             cmd += [flag, str(value)]
+    cmd += ["--ready-file", str(ready)]
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path.cwd()
         )
-    ready = run_dir / ".serve-ready.json"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def ready_record() -> dict[str, Any] | None:
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with code {proc.returncode}; see {log}")
-        if ready.is_file():
-            record = {**json.loads(ready.read_text()), "pid": proc.pid, "log": str(log)}
-            ready.unlink()
-            state.parent.mkdir(parents=True, exist_ok=True)
-            state.write_text(json.dumps(record, indent=2) + "\n")
-            return record
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGTERM)
-    raise TimeoutError(f"the server was not ready after {timeout_s:.0f}s; see {log}")
+        return json.loads(ready.read_text()) if ready.is_file() else None
+
+    record = _poll(ready_record, timeout_s, 0.5)
+    if not record:
+        os.killpg(proc.pid, signal.SIGTERM)
+        raise TimeoutError(f"the server was not ready after {timeout_s:.0f}s; see {log}")
+    record = {**record, "pid": proc.pid, "log": str(log)}
+    ready.unlink()
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def stop_detached(timeout_s: float = 60.0) -> dict[str, Any] | None:
@@ -157,10 +211,7 @@ def stop_detached(timeout_s: float = 60.0) -> dict[str, Any] | None:
     pid = int(record.get("pid", -1))
     if _alive(pid):
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.3)
-        if _alive(pid):
+        if not _poll(lambda: not _alive(pid), timeout_s, 0.3):
             os.killpg(pid, signal.SIGKILL)  # its own session: only the server and its Ray
     state.unlink(missing_ok=True)
     return record
@@ -183,17 +234,17 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def load_run_settings(run_dir: Path | str) -> tuple[Any, Any]:
-    """(serve, resources) sections of the config a run was made with, or the defaults."""
+def load_run_settings(run_dir: Path | str) -> RunSettings:
+    """The serve and resources sections of the config a run was made with (or the defaults), and
+    the metric that picks its served checkpoint."""
     from config import load_config
-    from config.resources import ResourcesConfig
-    from config.serve import ServeConfig
 
     path = Path(run_dir) / "config.resolved.yaml"
     if path.is_file():
         cfg = load_config(path, [])
-        return cfg.serve, cfg.resources
-    return ServeConfig(), ResourcesConfig()
+        return RunSettings(cfg.serve, cfg.resources, cfg.serve.resolve_select_metric(cfg.trials))
+    serve_cfg = ServeConfig()
+    return RunSettings(serve_cfg, ResourcesConfig(), serve_cfg.resolve_select_metric())
 
 
 def serve_forever(
@@ -201,16 +252,33 @@ def serve_forever(
     checkpoint: str | None = None,
     host: str | None = None,
     port: int | None = None,
+    *,
+    ensure_ray: Callable[[ResourcesConfig], object],
     ready_file: Path | None = None,
 ) -> None:
-    """Serve until SIGTERM or Ctrl-C, then shut Serve and this process's Ray down."""
+    """Serve until SIGTERM or Ctrl-C, then shut Serve and this process's Ray down.
+
+    `ensure_ray(resources)` starts or joins Ray for the run's resources. `ready_file`, once
+    serving, receives the URL and trial as JSON (how `start_detached` learns it is up)."""
     import ray
 
     run_dir = Path(run_dir)
-    serve_cfg, resources = load_run_settings(run_dir)
-    running = start_server(run_dir, serve_cfg, checkpoint, host, port, resources)
+    settings = load_run_settings(run_dir)
+    running = start_server(
+        run_dir,
+        settings.serve,
+        checkpoint,
+        host,
+        port,
+        select_metric=settings.select_metric,
+        storage_path=settings.resources.storage_path,
+        connect_ray=lambda: ensure_ray(settings.resources),
+    )
     if ready_file is not None:
-        ready_file.write_text(json.dumps(running.__dict__))
+        # Written whole, then renamed: the waiting parent never reads half a record.
+        partial = ready_file.with_name(f".{ready_file.name}.tmp")
+        partial.write_text(json.dumps(running.__dict__))
+        os.replace(partial, ready_file)
     print(f"serving trial {running.trial_id} at {running.url} (docs: {running.url}/docs)")
     print(f"  curl -s {running.url}/v1/classify -H 'content-type: application/json' \\")
     print('       -d \'{"texts": ["A semiconductor device with a gate electrode"]}\'', flush=True)
@@ -221,21 +289,3 @@ def serve_forever(
         time.sleep(0.5)
     stop_server()
     ray.shutdown()
-
-
-def _main(argv: list[str]) -> None:
-    """`python -m serve.launch RUN_DIR [--checkpoint ID] [--host H] [--port P]` (detached mode)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="serve.launch")
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--host")
-    parser.add_argument("--port", type=int)
-    args = parser.parse_args(argv)
-    ready = args.run_dir.resolve() / ".serve-ready.json"
-    serve_forever(args.run_dir, args.checkpoint, args.host, args.port, ready_file=ready)
-
-
-if __name__ == "__main__":
-    _main(sys.argv[1:])

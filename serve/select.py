@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RESULTS = "results.parquet"
+from tasks.artifacts import RESULTS, load_results
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,9 @@ def select_checkpoint(
 
     Ties go to the smaller trial id so that the choice does not depend on row order.
     """
-    import pandas as pd
-
     tdir = trials_dir(run_dir)
     results = tdir / RESULTS
-    if not results.is_file():
-        raise FileNotFoundError(f"{results}: no trial results; run the trials stage first")
-    df = pd.read_parquet(results)
+    df = load_results(tdir)
     for col in ("trial_id", "checkpoint"):
         if col not in df.columns:
             raise ValueError(f"{results}: no column {col!r}")

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from serve.api import ApiMetrics
+from config.trials import needs_cuda
+from serve.metrics import ServeMetrics
 
 log = logging.getLogger(__name__)
 #: Families whose inference runs in torch (an ensemble may hold such members): a GPU helps them.
@@ -30,7 +31,7 @@ def serving_precision(family: str, stored: str, cuda: bool) -> str:
     """
     if family != "finetune":
         return "fp32"
-    if not cuda and stored == "fp16":
+    if not cuda and needs_cuda(stored):
         return "fp32"
     return stored
 
@@ -65,7 +66,7 @@ class ClassifierServer:
         self.codes = list(classifier.labels)
         self.names = list(classifier.names)
         self.thresholds = np.asarray(classifier.thresholds, dtype=np.float32)
-        self.metrics = ApiMetrics()
+        self.metrics = ServeMetrics()
         self.batching: dict[str, Any] = {}
         self.ready = True
         # Fine-tuned models and tokenizers are not safe to call from two threads at once.
@@ -134,7 +135,7 @@ def server_spec(
         "num_gpus": num_gpus,
     }
     if storage_path:
-        from orchestrator.ray_runtime import storage_uri
+        from tasks.storage import storage_uri
 
         spec["checkpoint_uri"] = stage_checkpoint(local, storage_uri(storage_path))
     return spec

@@ -16,7 +16,10 @@ One folder per classifier, any family, never pickle:
 - `ensemble`: `members/<name>/`, one classifier folder per member; the ensemble's probability
   is the members' mean and its thresholds (tuned on that mean) are in its own classifier.json.
 
-`load_classifier(path)` returns a `Classifier` with `predict_proba`, `predict`, `embed`.
+`load_classifier(path)` returns a `Classifier` with `predict_proba`, `predict`, `embed`. Reading
+and writing a family's weights goes through its class in `tasks.trials.families` (`load`,
+`save`), so a new family brings its own checkpoint code; the ensemble, which wraps members of
+any family, is handled here.
 """
 
 from __future__ import annotations
@@ -31,9 +34,18 @@ from typing import Any
 
 import numpy as np
 
+from config.trials import needs_cuda
+
 FORMAT_VERSION = 1
 CLASSIFIER_JSON = "classifier.json"
-FAMILIES = ("finetune", "frozen_head", "tfidf_linear", "setfit", "ensemble")
+ENSEMBLE = "ensemble"
+
+
+def checkpoint_families() -> tuple[str, ...]:
+    """Every `family` a classifier.json may name: the registered families and the ensemble."""
+    from tasks.trials.families import kinds
+
+    return (*kinds(), ENSEMBLE)
 
 
 class Classifier(ABC):
@@ -94,7 +106,8 @@ def _batches(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def _torch_dtype(precision: str) -> Any:
+def torch_dtype(precision: str) -> Any:
+    """The torch dtype of a precision name (fp32, bf16, fp16)."""
     import torch
 
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -102,7 +115,7 @@ def _torch_dtype(precision: str) -> Any:
 
 def usable_attention(attention: str) -> str:
     """flash_attention_2 needs CUDA and the flash-attn package; fall back to sdpa otherwise."""
-    if attention != "flash_attention_2":
+    if needs_cuda(None, attention) is None:
         return attention
     import importlib.util
 
@@ -413,7 +426,12 @@ def save_classifier(
         "provenance": {**meta.get("provenance", {}), **(provenance or {})},
         "family_config": classifier.family_config(),
     }
-    classifier.save_weights(tmp)
+    if classifier.family == ENSEMBLE:
+        classifier.save_weights(tmp)
+    else:
+        from tasks.trials.families import family_class
+
+        family_class(classifier.family).save(classifier, tmp)
     (tmp / CLASSIFIER_JSON).write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
     if directory.exists():
         shutil.rmtree(directory)
@@ -438,8 +456,9 @@ def read_classifier_json(path: Path | str) -> dict[str, Any]:
     missing = [k for k in ("family", "labels", "names", "thresholds") if k not in doc]
     if missing:
         raise ValueError(f"{file}: missing fields {missing}")
-    if doc["family"] not in FAMILIES:
-        raise ValueError(f"{file}: family={doc['family']!r}, expected one of {FAMILIES}")
+    known = checkpoint_families()
+    if doc["family"] not in known:
+        raise ValueError(f"{file}: family={doc['family']!r}, expected one of {known}")
     return doc
 
 
@@ -460,70 +479,12 @@ def load_classifier(
         "thresholds": doc["thresholds"],
         "meta": {k: v for k, v in doc.items() if k not in ("labels", "names", "thresholds")},
     }
-    fc = doc.get("family_config", {})
-    if doc["family"] == "finetune":
-        return _load_finetune(path, doc, fc, device, precision, common)
-    if doc["family"] == "ensemble":
+    if doc["family"] == ENSEMBLE:
         members = {
             name: load_classifier(path / "members" / name, device, precision)
-            for name in fc["members"]
+            for name in doc.get("family_config", {})["members"]
         }
         return EnsembleClassifier(members, **common)
-    if doc["family"] == "frozen_head":
-        from safetensors.numpy import load_file
+    from tasks.trials.families import family_class
 
-        head = load_file(str(path / fc.get("weights", "head.safetensors")))
-        enc = fc["encoder"]
-        return FrozenHeadClassifier(
-            head, enc["model"], int(enc["max_length"]), device=device, **common
-        )
-    if doc["family"] == "setfit":
-        from tasks.setfit_family import load_setfit
-
-        return load_setfit(path, fc, device, common)
-    return _load_tfidf(path, fc, common)
-
-
-def _load_finetune(
-    path: Path,
-    doc: dict[str, Any],
-    fc: dict[str, Any],
-    device: str | None,
-    precision: str | None,
-    common: dict[str, Any],
-) -> FinetuneClassifier:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    folder = path / fc.get("weights", "model")
-    remote = bool(doc.get("trust_remote_code", False))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        folder,
-        use_safetensors=True,
-        trust_remote_code=remote,
-        dtype=_torch_dtype(precision or doc.get("precision", "fp32")),
-        attn_implementation=usable_attention(doc.get("attention", "eager")),
-    )
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
-    model.to(device or "cpu").eval()
-    return FinetuneClassifier(model, tokenizer, int(fc.get("max_length", 256)), **common)
-
-
-def _load_tfidf(path: Path, fc: dict[str, Any], common: dict[str, Any]) -> TfidfLinearClassifier:
-    from safetensors.numpy import load_file
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    terms = json.loads((path / fc.get("vocabulary", "vocabulary.json")).read_text())
-    tensors = load_file(str(path / fc.get("weights", "tfidf.safetensors")))
-    vec = TfidfVectorizer(
-        vocabulary={t: j for j, t in enumerate(terms)},
-        ngram_range=tuple(fc["ngram_range"]),
-        lowercase=fc["lowercase"],
-        sublinear_tf=fc["sublinear_tf"],
-        norm=fc["norm"],
-        smooth_idf=fc["smooth_idf"],
-        token_pattern=fc["token_pattern"],
-        strip_accents=fc["strip_accents"],
-        dtype=np.float32,
-    )
-    vec.idf_ = tensors["idf"].astype(np.float64)  # sklearn builds its transformer from idf_
-    return TfidfLinearClassifier(vec, tensors["coef"], tensors["intercept"], **common)
+    return family_class(doc["family"]).load(path, doc, device, precision, common)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from config.generation import FilterConfig
+from tasks.text import collapse_whitespace, near_duplicate_pairs, ngrams, normalize_text, words
 
 FILTERS = (
     "failed",
@@ -27,24 +29,6 @@ FILTERS = (
     "near_duplicate",
     "leakage",
 )
-# The same word tokens as tasks.fidelity.diversity (so the filter and the leakage audit agree),
-# kept here because importing tasks.fidelity pulls in scipy and scikit-learn.
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens, the unit of every n-gram here."""
-    return _WORD.findall(text.lower())
-
-
-def ngrams(tokens: Sequence[str], n: int) -> Iterator[tuple[str, ...]]:
-    """The word n-grams of a token list, in order."""
-    return zip(*(tokens[i:] for i in range(n)), strict=False)
-
-
-NEAR_DUP_SHINGLE = 3  # word 3-grams: short abstracts still give ~100 shingles
-NEAR_DUP_NUM_PERM = 128
-
 # <|im_end|>, <|eot_id|>, <end_of_turn>, </s>, [INST] ...: special tokens of common chat templates.
 _SPECIAL = re.compile(
     r"<\|[^|>]{1,40}\|>(?:\s*(?:system|user|assistant)\b)?"
@@ -120,8 +104,7 @@ def clean_text(raw: str) -> str:
         text = _LEAD_TAG.sub("", text).strip()
         if text == before:
             break
-    text = re.sub(r"\s+", " ", text).strip()
-    return _strip_quotes(text)
+    return _strip_quotes(collapse_whitespace(text))
 
 
 @dataclass
@@ -132,13 +115,6 @@ class FilterResult:
     removed: pd.DataFrame
     counts: dict[str, int]
     trimmed: list[str] = field(default_factory=list)  # ids cut back to their last full sentence
-
-
-def _spec(spec: object, name: str) -> float:
-    try:
-        return getattr(spec, name)
-    except AttributeError:
-        raise ValueError(f"filter spec {type(spec).__name__} lacks field {name!r}") from None
 
 
 def _failed(df: pd.DataFrame) -> dict[int, str]:
@@ -190,7 +166,7 @@ def _exact_duplicates(df: pd.DataFrame) -> dict[int, str]:
     first: dict[str, str] = {}
     out = {}
     for i, row_id, text in zip(df.index, df["id"], df["text"], strict=True):
-        key = " ".join(words(text))
+        key = normalize_text(text)
         if key in first:
             out[i] = f"same normalized text as {first[key]}"
         else:
@@ -198,39 +174,26 @@ def _exact_duplicates(df: pd.DataFrame) -> dict[int, str]:
     return out
 
 
-def _shingles(text: str) -> set[bytes]:
-    toks = words(text)
-    if len(toks) < NEAR_DUP_SHINGLE:
-        return {" ".join(toks).encode()}
-    return {" ".join(g).encode() for g in ngrams(toks, NEAR_DUP_SHINGLE)}
-
-
 def _near_duplicates(df: pd.DataFrame, threshold: float) -> dict[int, str]:
     """Rows whose shingle Jaccard with an earlier kept row reaches `threshold`.
 
-    MinHash LSH (datasketch) proposes candidates; each is confirmed on the exact shingle sets,
-    so the answer does not depend on MinHash estimation noise above the LSH recall.
+    A row matching only rows that are themselves removed stays: removing it too would let a
+    chain of small edits remove rows far from every row that is kept.
     """
-    from datasketch import MinHash, MinHashLSH
-
-    if len(df) < 2:
-        return {}
-    shingles = [_shingles(t) for t in df["text"]]
-    hashes = MinHash.bulk(shingles, num_perm=NEAR_DUP_NUM_PERM, seed=1)
-    lsh = MinHashLSH(threshold=threshold, num_perm=NEAR_DUP_NUM_PERM)
-    ids = df["id"].tolist()
+    ids, index = df["id"].tolist(), df.index.tolist()
+    matches: dict[int, list[tuple[int, float]]] = {}
+    for i, j, sim in near_duplicate_pairs(df["text"].tolist(), threshold):
+        matches.setdefault(j, []).append((i, sim))
+    removed: set[int] = set()
     out = {}
-    for pos, (i, mh) in enumerate(zip(df.index, hashes, strict=True)):
-        best, best_j = 0.0, None
-        for j in sorted(lsh.query(mh)):  # sorted: ties go to the lowest volume_rank
-            a, b = shingles[pos], shingles[j]
-            jac = len(a & b) / len(a | b)
-            if jac > best:
-                best, best_j = jac, j
-        if best_j is not None and best >= threshold:
-            out[i] = f"Jaccard {best:.2f} >= {threshold:g} with {ids[best_j]}"
-        else:
-            lsh.insert(pos, mh)
+    for j in sorted(matches):
+        earlier = [(i, sim) for i, sim in matches[j] if i not in removed]
+        if not earlier:
+            continue
+        # The most similar kept row; among equals the first, i.e. the lowest volume_rank.
+        i, best = max(earlier, key=lambda m: (m[1], -m[0]))
+        removed.add(j)
+        out[index[j]] = f"Jaccard {best:.2f} >= {threshold:g} with {ids[i]}"
     return out
 
 
@@ -265,24 +228,20 @@ def _leakage(df: pd.DataFrame, heldout: pd.DataFrame, n: int, threshold: float) 
     return out
 
 
-def filter_corpus(rows: pd.DataFrame, spec: object, heldout: pd.DataFrame) -> FilterResult:
+def filter_corpus(rows: pd.DataFrame, cfg: FilterConfig, heldout: pd.DataFrame) -> FilterResult:
     """Run the filters in order on generated rows; deterministic in the inputs.
 
     `rows` needs `id, text, volume_rank, status` (`finish_reason` and `error` are used when
-    present); `spec` any object with `min_words, max_words, near_duplicate_threshold,
-    leakage_ngram, leakage_threshold` and optionally `trim_truncated` (bool, default False: keep
-    cut-off rows trimmed to their last full sentence instead of removing them); `heldout` the
-    val+test patents (`id, text`). `kept` is ordered by `volume_rank`.
+    present); `cfg` the `generation.filters` section; `heldout` the val+test patents
+    (`id, text`). `kept` is ordered by `volume_rank`.
     """
     missing = {"id", "text", "volume_rank", "status"} - set(rows.columns)
     if missing:
         raise ValueError(f"generated rows lack columns {sorted(missing)}")
     if not {"id", "text"} <= set(heldout.columns):
         raise ValueError(f"heldout lacks columns {sorted({'id', 'text'} - set(heldout.columns))}")
-    min_words, max_words = int(_spec(spec, "min_words")), int(_spec(spec, "max_words"))
-    near_t = float(_spec(spec, "near_duplicate_threshold"))
-    leak_n, leak_t = int(_spec(spec, "leakage_ngram")), float(_spec(spec, "leakage_threshold"))
-    trim_min = min_words if bool(getattr(spec, "trim_truncated", False)) else None
+    min_words, max_words = cfg.min_words, cfg.max_words
+    trim_min = min_words if cfg.trim_truncated else None
 
     # Lowest volume_rank first: duplicates keep the row a smaller volume already holds.
     df = rows.sort_values(["volume_rank", "id"], kind="stable").reset_index(drop=True)
@@ -310,8 +269,8 @@ def filter_corpus(rows: pd.DataFrame, spec: object, heldout: pd.DataFrame) -> Fi
             i: f"{n} words > max {max_words}" for i, n in n_words(d).items() if n > max_words
         },
         "exact_duplicate": _exact_duplicates,
-        "near_duplicate": lambda d: _near_duplicates(d, near_t),
-        "leakage": lambda d: _leakage(d, heldout, leak_n, leak_t),
+        "near_duplicate": lambda d: _near_duplicates(d, cfg.near_duplicate_threshold),
+        "leakage": lambda d: _leakage(d, heldout, cfg.leakage_ngram, cfg.leakage_threshold),
     }
     alive = np.ones(len(df), dtype=bool)
     removed_parts, counts = [], {}

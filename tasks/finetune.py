@@ -5,6 +5,10 @@ each worker of a Ray Train run (`orchestrator/train.py`): when a `torch.distribu
 exists every rank computes the same epoch order (`tasks.mixes.epoch_order`) and takes its shard,
 as `DistributedSampler` would, and the model is wrapped in DDP, or handed to DeepSpeed ZeRO when
 the family asks for it. No Ray here.
+
+A `FinetuneJob` is one fine-tune as a value (rows, labels, cell settings, the text sets to score
+once trained); `train_in_process(job)` runs it here, `orchestrator.train.train_on_ray(job, ...)`
+on Ray Train workers; both return a `FinetuneFit`.
 """
 
 from __future__ import annotations
@@ -15,14 +19,19 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from config.trials import needs_cuda
 from tasks.checkpoint import FinetuneClassifier, usable_attention
 from tasks.finetune_engine import TrainEngine, autocast
 from tasks.models import resolve_model
+
+if TYPE_CHECKING:
+    from config.trials import FinetuneFamily
 
 TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 # Files that define what a tokenizer produces; their bytes key the tokenization cache.
@@ -41,26 +50,14 @@ Report = Callable[[int, dict[str, float]], None]
 OnStep = Callable[[int, np.ndarray], None]
 
 
-class FinetuneSettings(Protocol):
-    """What training reads from a family config (`config.trials.FinetuneFamily`)."""
-
-    model: str
-    max_length: int
-    epochs: int
-    learning_rate: float
-    batch_size: int
-    deepspeed: Any  # None or an object with `zero_stage`
-    trust_remote_code: bool
-
-
 def check_numerics(precision: str, attention: str, device: str) -> None:
     """Refuse a precision/attention pair this device cannot run, naming both fields."""
     if device.startswith("cuda"):
         return
-    if precision == "fp16" or attention == "flash_attention_2":
+    if why := needs_cuda(precision, attention):
         raise ValueError(
-            f"precision={precision} with attention={attention} needs CUDA, and this run is on "
-            f"{device}: use precision fp32 or bf16 with attention eager or sdpa"
+            f"{why}, and this run is on {device}: use precision fp32 or bf16 with attention "
+            "eager or sdpa"
         )
 
 
@@ -231,7 +228,7 @@ def load_for_training(
 
 
 def train_finetune(
-    family: FinetuneSettings,
+    family: FinetuneFamily,
     train_texts: Sequence[str],
     train_y: np.ndarray,
     val_texts: Sequence[str],
@@ -402,3 +399,60 @@ def _validate(
     val_loss = float(loss_fn(logits, torch.from_numpy(np.array(y, dtype=np.float32))))
     f1 = float(f1_score(y, p >= 0.5, average="micro", zero_division=0))
     return {"val_loss": val_loss, "val_micro_f1": f1}
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    """One fine-tune: the family, its rows and the cell's settings, and the text sets to score
+    with the trained model before it leaves the process that trained it."""
+
+    family: FinetuneFamily
+    train_texts: list[str]
+    train_y: np.ndarray
+    val_texts: list[str]
+    val_y: np.ndarray
+    labels: list[str]
+    loss: str
+    precision: str
+    attention: str
+    seed: int
+    cache_dir: str
+    names: list[str] | None = None
+    blocks: np.ndarray | None = None  # the ordering's block of each row; None: one block
+    steps: int | None = None
+    score_sets: dict[str, list[str]] = field(default_factory=dict)
+
+
+class FinetuneFit(NamedTuple):
+    """A fine-tuned classifier and, per scored text set, its (probabilities, embeddings)."""
+
+    classifier: FinetuneClassifier
+    scores: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def train_job(
+    job: FinetuneJob, report: Report | None = None, device: str | None = None
+) -> FinetuneClassifier:
+    """`train_finetune` on a job's rows and settings."""
+    return train_finetune(
+        job.family, job.train_texts, job.train_y, job.val_texts, job.val_y, job.labels,
+        job.loss, job.precision, job.attention, job.seed, Path(job.cache_dir), report,
+        names=job.names, blocks=job.blocks, steps=job.steps, device=device,
+    )  # fmt: skip
+
+
+def score_job(clf: FinetuneClassifier, job: FinetuneJob) -> dict[str, tuple[np.ndarray, ...]]:
+    """Each of the job's score sets through the trained model (tokenization cached)."""
+    return {
+        name: predict_cached(clf, job.family.model, texts, Path(job.cache_dir))
+        for name, texts in job.score_sets.items()
+    }
+
+
+def train_in_process(job: FinetuneJob, settings: Any = None) -> FinetuneFit:
+    """Run a job in this process (the default trainer of the finetune family; `settings`, the
+    trial's resources, are what a distributed trainer would place workers with)."""
+    history: list[dict[str, float]] = []
+    clf = train_job(job, report=lambda _epoch, m: history.append(dict(m)))
+    clf.meta["train_history"] = history
+    return FinetuneFit(clf, score_job(clf, job))

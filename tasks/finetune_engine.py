@@ -8,8 +8,9 @@ itself. DeepSpeed on CPU needs `DS_ACCELERATOR=cpu` before it is imported and a 
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any
+
+from tasks.net import free_port
 
 WARMUP_FRACTION = 0.1
 MAX_GRAD_NORM = 1.0
@@ -22,12 +23,6 @@ def autocast(precision: str, device: str) -> Any:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     kind = "cuda" if device.startswith("cuda") else "cpu"
     return torch.autocast(kind, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def deepspeed_config(family: Any, precision: str) -> dict[str, Any]:
@@ -88,7 +83,7 @@ class TrainEngine:
             for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
                 os.environ.setdefault(key, value)
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+            os.environ.setdefault("MASTER_PORT", str(free_port()))
             backend = "nccl" if self.device.startswith("cuda") else "gloo"
             deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
             self._owns_group = True

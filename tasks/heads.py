@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tasks.checkpoint import FrozenHeadClassifier, TfidfLinearClassifier
+from tasks.checkpoint import TfidfLinearClassifier
 
+if TYPE_CHECKING:
+    from config.trials import FrozenHeadFamily, TfidfLinearFamily
 
-@dataclass(frozen=True)
-class HeadConfig:
-    head: str = "linear"  # linear | mlp
-    hidden: int = 256
-    epochs: int = 60
-    learning_rate: float = 3e-3
-    batch_size: int = 32
-    weight_decay: float = 1e-4
+#: AdamW weight decay of a frozen head (not a study axis).
+HEAD_WEIGHT_DECAY = 1e-4
+#: TF-IDF keeps n-grams seen in at least this many training documents.
+TFIDF_MIN_DF = 1
 
 
 def train_frozen_head(
     x: np.ndarray,
     y: np.ndarray,
-    cfg: HeadConfig,
+    cfg: FrozenHeadFamily,
     loss: str,
     seed: int,
     *,
@@ -39,6 +36,7 @@ def train_frozen_head(
     (`tasks.mixes.epoch_order`; None: one block). `steps`: exactly that many optimizer steps,
     over as many epochs as they take, instead of `cfg.epochs` epochs. `on_step(epoch, rows)` is
     called before each optimizer step with the rows of its batch.
+    `cfg` gives the head, hidden units, epochs, learning rate and batch size.
     Returns the head's weights as float32 numpy arrays (see `FrozenHeadClassifier`).
     """
     import torch
@@ -59,7 +57,7 @@ def train_frozen_head(
     else:
         raise ValueError(f"head={cfg.head!r}; expected 'linear' or 'mlp'")
     loss_fn = build_loss(loss, y)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=HEAD_WEIGHT_DECAY)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
     blocks = np.zeros(len(x), dtype=np.int64) if blocks is None else np.asarray(blocks)
@@ -87,28 +85,20 @@ def train_frozen_head(
     }
 
 
-def frozen_head_classifier(
-    head: dict[str, np.ndarray], encoder_model: str, encoder_max_length: int, **common: Any
-) -> FrozenHeadClassifier:
-    return FrozenHeadClassifier(head, encoder_model, encoder_max_length, **common)
-
-
-@dataclass(frozen=True)
-class TfidfConfig:
-    ngram_max: int = 2
-    C: float = 10.0
-    max_features: int | None = 50000
-    min_df: int = 1
-
-
 #: Logit given to a label the training mix never shows (or always shows): no model can be fit.
 CONSTANT_LOGIT = 8.0
 
 
 def train_tfidf_linear(
-    texts: list[str], y: np.ndarray, cfg: TfidfConfig, loss: str, seed: int, **common: Any
+    texts: list[str],
+    y: np.ndarray,
+    cfg: TfidfLinearFamily,
+    loss: str,
+    seed: int,
+    **common: Any,
 ) -> TfidfLinearClassifier:
-    """TF-IDF (word 1..ngram_max grams) + one logistic regression per label.
+    """TF-IDF (word 1..ngram_max grams, at most max_features) + one logistic regression (C)
+    per label.
 
     `loss=weighted_bce` uses balanced class weights; plain `bce` none. Focal and asymmetric
     losses have no linear-model counterpart here and are refused.
@@ -121,7 +111,7 @@ def train_tfidf_linear(
     vec = TfidfVectorizer(
         ngram_range=(1, cfg.ngram_max),
         sublinear_tf=True,
-        min_df=cfg.min_df,
+        min_df=TFIDF_MIN_DF,
         max_features=cfg.max_features,
         dtype=np.float32,
     )

@@ -20,7 +20,7 @@ degrees of freedom, the document part (estimated from hundreds of documents) is 
 known. With two or three seeds and no document variance this is the classical paired t
 interval, whose coverage is exact for normal errors; a percentile bootstrap of 2-3 values (the
 interval [min, max]) covers far less. Coverage and false-positive rates are checked by
-simulation in tests/unit/test_calibration.py.
+simulation in tests/integration/test_calibration.py.
 
 Documents are resampled as multinomial weights (B, n) applied to per-document counts, so every
 trial's B resampled micro-F1 values cost one matrix product (`DocResampler`).
@@ -254,7 +254,7 @@ def combined_df(var_runs: Any, df_runs: float, var_docs: Any) -> Any:
     from two seeds then covers ~87%); so the df is computed with V_r at its upper 75% confidence
     bound, V_r nu / chi2_nu(0.25), while the variance itself stays the estimate. Over every
     ratio of V_d to V_r and nu = 1, 2, 4 this keeps a 95% interval's coverage in 94-97%
-    (docs/statistics.md, tests/unit/test_calibration.py). Works on arrays (tasks/power.py).
+    (docs/statistics.md, tests/integration/test_calibration.py). Works on arrays (tasks/power.py).
     """
     vr = np.asarray(var_runs, dtype=float)
     if not math.isfinite(df_runs) or df_runs < 1:

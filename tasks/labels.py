@@ -13,6 +13,16 @@ from tasks.cpc_names import label_name
 from tasks.records import PatentRecord, main_group_of
 
 
+def multi_hot(label_sets: Sequence[Sequence[str]], codes: Sequence[str]) -> np.ndarray:
+    """0/1 matrix (n_docs, len(codes)), column j for codes[j]; codes outside `codes` are ignored."""
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    known = set(codes)
+    # Unknown codes are dropped first: the binarizer would warn about each one.
+    kept = [[lab for lab in labels if lab in known] for labels in label_sets]
+    return MultiLabelBinarizer(classes=list(codes)).fit_transform(kept)
+
+
 @dataclass(frozen=True)
 class LabelSpace:
     codes: tuple[str, ...]
@@ -28,14 +38,7 @@ class LabelSpace:
 
     def encode(self, label_sets: Sequence[Sequence[str]]) -> np.ndarray:
         """Multi-hot matrix (n_docs, n_labels) of float32; codes outside the space are ignored."""
-        idx = self.index
-        y = np.zeros((len(label_sets), len(self.codes)), dtype=np.float32)
-        for row, labels in enumerate(label_sets):
-            for lab in labels:
-                j = idx.get(lab)
-                if j is not None:
-                    y[row, j] = 1.0
-        return y
+        return multi_hot(label_sets, self.codes).astype(np.float32)
 
     def to_json(self) -> list[dict]:
         return [

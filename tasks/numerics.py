@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from config.trials import needs_cuda
 from tasks.models import resolve_model
 
 REFERENCE = ("fp32", "eager")
@@ -29,13 +30,10 @@ def skip_reason(precision: str, attention: str, device: str) -> str | None:
     cuda = device.startswith("cuda")
     if (precision, attention) == ("fp32", "flash_attention_2"):
         return HALF_ONLY_ATTENTION
-    if precision == "fp16" and not cuda:
-        return f"precision=fp16 needs CUDA (device={device})"
-    if attention == "flash_attention_2":
-        if not cuda:
-            return f"attention=flash_attention_2 needs CUDA (device={device})"
-        if importlib.util.find_spec("flash_attn") is None:
-            return "attention=flash_attention_2 needs the flash-attn package, not installed"
+    if not cuda and (why := needs_cuda(precision, attention)):
+        return f"{why} (device={device})"
+    if attention == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        return "attention=flash_attention_2 needs the flash-attn package, not installed"
     if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         return f"precision=bf16 is not supported by this GPU ({torch.cuda.get_device_name()})"
     return None

@@ -18,7 +18,7 @@ average gain over draws.
 `power` computes the test's rejection rate exactly for this model by simulating its sufficient
 statistics (the estimate and the run-variance estimate, a scaled chi-square), with common random
 numbers so that the minimum detectable gain found by bisection is stable. The simulation test in
-tests/unit/test_calibration.py runs the real estimator on simulated studies and checks it.
+tests/integration/test_calibration.py runs the real estimator on simulated studies and checks it.
 """
 
 from __future__ import annotations

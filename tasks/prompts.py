@@ -234,11 +234,11 @@ class _ExemplarPicker:
     """
 
     def __init__(self, labels: list[tuple[str, ...]]):
-        codes = sorted({c for labs in labels for c in labs})
-        self._col = {c: j for j, c in enumerate(codes)}
-        self._hot = np.zeros((len(labels), len(codes)), dtype=np.int32)
-        for i, labs in enumerate(labels):
-            self._hot[i, [self._col[c] for c in labs]] = 1
+        from sklearn.preprocessing import MultiLabelBinarizer
+
+        self._mlb = MultiLabelBinarizer(classes=sorted({c for labs in labels for c in labs}))
+        self._hot = self._mlb.fit_transform(labels).astype(np.int32)
+        self._known = set(self._mlb.classes_)
         self._overlap: dict[tuple[str, ...], np.ndarray] = {}
 
     def pick(self, target: tuple[str, ...], k: int, rng: np.random.Generator) -> list[int]:
@@ -246,9 +246,9 @@ class _ExemplarPicker:
             return []
         overlap = self._overlap.get(target)
         if overlap is None:
-            want = np.zeros(self._hot.shape[1], dtype=np.int32)
-            want[[self._col[c] for c in target if c in self._col]] = 1
-            overlap = self._overlap[target] = self._hot @ want
+            # Codes no real row has cannot overlap; the binarizer would warn about them.
+            want = self._mlb.transform([[c for c in target if c in self._known]])[0]
+            overlap = self._overlap[target] = self._hot @ want.astype(np.int32)
         # Overlaps are integers, so a tie-breaker in [0, 0.5) never reorders them.
         key = overlap + 0.5 * rng.random(len(overlap))
         k = min(k, len(key))

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tasks.text import collapse_whitespace
+
 Format = Literal["auto", "jsonl", "csv", "parquet", "hupd"]
 
 _SUBCLASS = re.compile(r"^[A-HY]\d{2}[A-Z]$")
@@ -137,8 +139,8 @@ def record_from_mapping(obj: Any, hupd: bool = False) -> PatentRecord:
         raise ValueError("labels: empty (and no codes to derive them from)")
     return PatentRecord(
         id=rid.strip(),
-        title=" ".join(title.split()),
-        abstract=" ".join(abstract.split()),
+        title=collapse_whitespace(title),
+        abstract=collapse_whitespace(abstract),
         claims=claims,
         labels=tuple(labels),
         codes=tuple(codes),

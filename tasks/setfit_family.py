@@ -15,32 +15,16 @@ Checkpoint (`tasks.checkpoint`): `body/` is the fine-tuned body as a sentence-tr
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tasks.checkpoint import Classifier
 from tasks.heads import CONSTANT_LOGIT
 
-
-@dataclass(frozen=True)
-class SetFitConfig:
-    model: str = "embedded:minilm-l6"
-    max_length: int = 64
-    num_iterations: int = 2  # positive (and as many negative) pairs per training row
-    max_steps: int | None = None  # body steps; overrides num_iterations x body_epochs
-    body_epochs: int = 1
-    batch_size: int = 16  # pairs per body step
-    body_learning_rate: float = 2e-5
-    C: float = 1.0  # inverse regularization of each label's logistic regression
-    head_max_iter: int = 1000
-
-
-def setfit_config(family: Any) -> SetFitConfig:
-    """The training settings of a config's SetFit family (fields of the same names)."""
-    return SetFitConfig(**{f.name: getattr(family, f.name) for f in fields(SetFitConfig)})
+if TYPE_CHECKING:
+    from config.trials import SetFitFamily
 
 
 class SetFitClassifier(Classifier):
@@ -127,7 +111,7 @@ def load_setfit(
 def train_setfit(
     texts: list[str],
     y: np.ndarray,
-    cfg: SetFitConfig,
+    cfg: SetFitFamily,
     seed: int,
     threads: int | None = None,
     device: str = "cpu",
@@ -135,6 +119,7 @@ def train_setfit(
 ) -> SetFitClassifier:
     """Fine-tune the body on contrastive pairs of `texts`, fit the one-vs-rest head on `y` (n, L).
 
+    `cfg`: the family's body, token limit, pairs, steps, learning rate and head settings.
     Deterministic given `seed` on a CPU. `threads` bounds torch's intra-op threads (the trial's
     CPUs). `common`: labels, names (and thresholds, meta) of the classifier.
     """

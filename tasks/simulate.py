@@ -1,5 +1,6 @@
 """Simulated studies with a known truth: the results table and per-document test counts a real
-trials stage would give, for checking the report's statistics (tests/unit/test_calibration.py)
+trials stage would give, for checking the report's statistics
+(tests/integration/test_calibration.py)
 and timing it on paper-sized grids (bench/report.py).
 
 Each trial is a classifier with a skill x on the logit scale: x = family base + the regime draw's

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
+from tasks.text import normalize_text
+
 
 def normalized_text_key(text: str) -> str:
-    """Exact-duplicate key: lowercase, punctuation and whitespace folded."""
-    return hashlib.sha1(re.sub(r"[\W_]+", " ", text.lower()).strip().encode()).hexdigest()
+    """Exact-duplicate key: a hash of the text's normal form (case, punctuation, spaces folded)."""
+    return hashlib.sha1(normalize_text(text).encode()).hexdigest()
 
 
 def dedup_indices(texts: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:

@@ -1,4 +1,4 @@
-"""Shared test set-up: offline hub, quiet Ray, and the gpu marker's skip."""
+"""Shared test set-up: offline hub, quiet Ray, each folder's marker and the gpu skip."""
 
 from __future__ import annotations
 
@@ -16,7 +16,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "uspto-9k" / "patents.jsonl"
 
 
+#: Each folder's marker, added to every test under it (before `-m` selects on markers).
+FOLDER_MARKERS = {"integration": pytest.mark.integration, "gpu": pytest.mark.gpu}
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        path = Path(item.path).resolve()
+        folder = path.relative_to(tests).parts[0] if path.is_relative_to(tests) else None
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return  # no torch import (seconds) for a run without gpu tests, such as tests/unit
     try:
         import torch
 
@@ -26,9 +40,8 @@ def pytest_collection_modifyitems(config, items):
     if has_cuda:
         return
     skip = pytest.mark.skip(reason="needs CUDA")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    for item in gpu_items:
+        item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from orchestrator.stages.base import Stage, StageContext, StageOutput, run_dir_for, run_stage
+from config import StudyConfig
+from orchestrator.stages.base import (
+    Stage,
+    StageContext,
+    StageGraph,
+    StageOutput,
+    StageState,
+    run_dir_for,
+    run_stage,
+)
 from orchestrator.stages.fidelity import FidelityStage
 from orchestrator.stages.generate import GenerateStage
 from orchestrator.stages.prepare import PrepareStage
@@ -20,11 +29,19 @@ STAGES: list[Stage] = [
 ]
 
 
-def stage_by_name(name: str) -> Stage:
-    for s in STAGES:
-        if s.name == name:
-            return s
-    raise KeyError(f"unknown stage {name!r}; stages: {[s.name for s in STAGES]}")
+def study_graph(cfg: StudyConfig) -> StageGraph:
+    """The stage graph of a study config: what `run`, `status` and `plan` all use."""
+    return StageGraph(STAGES, cfg)
 
 
-__all__ = ["STAGES", "Stage", "StageContext", "StageOutput", "run_dir_for", "run_stage"]
+__all__ = [
+    "STAGES",
+    "Stage",
+    "StageContext",
+    "StageGraph",
+    "StageOutput",
+    "StageState",
+    "run_dir_for",
+    "run_stage",
+    "study_graph",
+]

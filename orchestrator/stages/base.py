@@ -1,16 +1,32 @@
-"""The stage graph: how every stage is fingerprinted, skipped, run and committed."""
+"""A stage and the static graph of stages: fingerprints, states, skip, run and commit.
+
+Each stage declares once what it reads and which config can change what it writes:
+
+- `reads`: the stages whose outputs it reads. A stage that the config disables is left out
+  (a study without generation has no `generate` input).
+- `fields`: dotted config paths (`"trials"`, `"generation.ratios"`). Inside them, fields marked
+  `NOT_FINGERPRINTED` in the schema (scheduling, where results go) do not count.
+- `external_inputs`: files outside the run folder whose bytes count (the real patents).
+
+A stage's fingerprint hashes those three and the package version, with each input stage's
+fingerprint computed the same way from the config, so the whole graph's fingerprints are known
+before anything runs: `run` skips what is up to date, `status` says why a stage is stale, and
+`plan` says what a run would do. All three go through `StageGraph`.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from config import StudyConfig
-from orchestrator.cache import Manifest, RunStore, now
+from config.base import fingerprint_view, value_at
+from orchestrator.cache import Manifest, RunStore, hash_file, hash_json, now
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -24,8 +40,11 @@ class StageContext:
     out_dir: Path  # temporary folder; becomes runs/<study>/<stage>/ on success
     work_dir: Path  # persistent across killed attempts with the same fingerprint (resume)
     fingerprint: str
+    inputs: tuple[str, ...] = ()  # the stages it reads that this config enables
 
     def input_dir(self, stage: str) -> Path:
+        if stage not in self.inputs:
+            raise ValueError(f"stage input {stage!r} is not among this run's inputs {self.inputs}")
         return self.store.stage_dir(stage)
 
 
@@ -36,17 +55,14 @@ class StageOutput:
 
 
 class Stage:
-    """A stage: subclasses set `name` and `depends_on` and implement the three methods."""
+    """A stage: subclasses set `name`, `reads` and `fields` and implement `run`."""
 
     name: str = ""
-    depends_on: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
 
     def enabled(self, cfg: StudyConfig) -> bool:
         return True
-
-    def config_subset(self, cfg: StudyConfig) -> dict[str, Any]:
-        """The part of the config this stage's outputs depend on."""
-        raise NotImplementedError
 
     def external_inputs(self, cfg: StudyConfig) -> dict[str, Path]:
         """Files outside the run folder whose content the outputs depend on."""
@@ -56,45 +72,165 @@ class Stage:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class StageKey:
+    """What a stage's fingerprint is made of, and the fingerprint."""
+
+    config: dict[str, Any]
+    upstream: dict[str, str]  # input stage -> its fingerprint
+    inputs: dict[str, str]  # external input -> sha256 of its bytes
+    fingerprint: str
+
+
+@dataclass
+class StageState:
+    """What `status` and `plan` show about one stage."""
+
+    stage: str
+    state: str  # done | stale | missing | disabled
+    manifest: Manifest | None
+    reason: str = ""
+
+
+class StageGraph:
+    """The stages of one study config, in run order, with their fingerprints."""
+
+    def __init__(self, stages: list[Stage], cfg: StudyConfig):
+        self.stages = stages
+        self.cfg = cfg
+        self._by_name = {s.name: s for s in stages}
+        for s in stages:
+            unknown = [r for r in s.reads if r not in self._by_name]
+            if unknown:
+                raise ValueError(f"stage {s.name} reads unknown stage(s) {unknown}")
+        self._keys: dict[str, StageKey] = {}
+
+    def stage(self, name: str) -> Stage:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"unknown stage {name!r}; stages: {list(self._by_name)}") from None
+
+    def enabled(self, name: str) -> bool:
+        return self.stage(name).enabled(self.cfg)
+
+    def inputs(self, name: str) -> tuple[str, ...]:
+        """The stages `name` reads that this config runs."""
+        return tuple(r for r in self.stage(name).reads if self.enabled(r))
+
+    def config_view(self, name: str) -> dict[str, Any]:
+        """The part of the config that can change the stage's output."""
+        return {p: fingerprint_view(value_at(self.cfg, p)) for p in self.stage(name).fields}
+
+    def key(self, name: str) -> StageKey:
+        """The stage's fingerprint from the config alone (input stages' fingerprints too)."""
+        if name not in self._keys:
+            stage = self.stage(name)
+            config = self.config_view(name)
+            upstream = {up: self.key(up).fingerprint for up in self.inputs(name)}
+            files = stage.external_inputs(self.cfg)
+            inputs = {k: hash_file(Path(p)) for k, p in sorted(files.items())}
+            fp = hash_json(
+                {
+                    "stage": name,
+                    "config": config,
+                    "upstream": upstream,
+                    "inputs": inputs,
+                    "version": _version(),
+                }
+            )
+            self._keys[name] = StageKey(config, upstream, inputs, fp)
+        return self._keys[name]
+
+    @cached_property
+    def _order(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    def states(self, store: RunStore) -> list[StageState]:
+        """Each stage: done, stale (with why), missing or disabled by this config."""
+        out = []
+        for name in self._order:
+            m = store.manifest(name)
+            if not self.enabled(name):
+                out.append(StageState(name, "disabled", m, "disabled in config"))
+            elif m is None:
+                out.append(StageState(name, "missing", None))
+            else:
+                reason = self.stale_reason(name, m)
+                out.append(StageState(name, "stale" if reason else "done", m, reason))
+        return out
+
+    def stale_reason(self, name: str, manifest: Manifest) -> str:
+        """Why a stage's output does not match the config ("" when it does)."""
+        key = self.key(name)
+        if manifest.fingerprint == key.fingerprint:
+            return ""
+        changed = _changed_paths(manifest.config, key.config)
+        if changed:
+            more = " ..." if len(changed) > 4 else ""
+            return "config changed: " + ", ".join(changed[:4]) + more
+        for up, fp in key.upstream.items():
+            if manifest.upstream.get(up) != fp:
+                return f"{up} changed since it ran"
+        if set(manifest.upstream) != set(key.upstream):
+            return f"inputs are now {sorted(key.upstream)}, it ran with {sorted(manifest.upstream)}"
+        for k, h in key.inputs.items():
+            if manifest.inputs.get(k) != h:
+                return f"input file {k} changed"
+        return "ran with another synthpat version"
+
+
+def _changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two config views differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            p = f"{prefix}.{k}" if prefix else str(k)
+            out.extend(_changed_paths(old.get(k), new.get(k), p))
+        return out
+    return [] if old == new else [prefix or "(root)"]
+
+
 def run_dir_for(cfg: StudyConfig) -> Path:
     base = cfg.resources.runs_dir or Path.cwd() / "runs"
     return Path(base) / cfg.study
 
 
-def run_stage(stage: Stage, cfg: StudyConfig, force: bool = False) -> Manifest:
+def run_stage(graph: StageGraph, name: str, force: bool = False) -> Manifest:
     """Run one stage unless its manifest is up to date; return its manifest."""
+    stage, cfg = graph.stage(name), graph.cfg
     store = RunStore(run_dir_for(cfg))
-    subset = stage.config_subset(cfg)
-    fp, upstream, inputs = store.fingerprint(
-        stage.name, subset, stage.depends_on, stage.external_inputs(cfg)
-    )
-    if not force and store.is_up_to_date(stage.name, fp):
-        manifest = store.manifest(stage.name)
-        assert manifest is not None
-        console.print(f"[green]{stage.name}: up to date[/green] ({_rows(manifest.rows)})")
+    for up in graph.inputs(name):
+        if store.manifest(up) is None:
+            raise RuntimeError(f"stage {name} needs stage {up}, which has not run")
+    key = graph.key(name)
+    manifest = store.manifest(name)
+    if not force and manifest is not None and manifest.fingerprint == key.fingerprint:
+        console.print(f"[green]{name}: up to date[/green] ({_rows(manifest.rows)})")
         return manifest
-    console.print(f"[bold]{stage.name}[/bold]: running")
-    tmp = store.begin(stage.name)
+    why = graph.stale_reason(name, manifest) if manifest is not None else "not run yet"
+    console.print(f"[bold]{name}[/bold]: running ({'forced' if force else why})")
+    tmp = store.begin(name)
     started, t0 = now(), time.perf_counter()
-    ctx = StageContext(cfg, store, tmp, store.work_dir(stage.name, fp), fp)
+    work = store.work_dir(name, key.fingerprint)
+    ctx = StageContext(cfg, store, tmp, work, key.fingerprint, graph.inputs(name))
     out = stage.run(ctx)
     manifest = Manifest(
-        stage=stage.name,
-        fingerprint=fp,
-        upstream=upstream,
-        config=subset,
-        inputs=inputs,
+        stage=name,
+        fingerprint=key.fingerprint,
+        upstream=key.upstream,
+        config=key.config,
+        inputs=key.inputs,
         package_version=_version(),
         rows=out.rows,
         summary=out.summary,
         started_at=started,
         seconds=round(time.perf_counter() - t0, 3),
     )
-    store.commit(stage.name, tmp, manifest)
+    store.commit(name, tmp, manifest)
     _clear_work(ctx.work_dir)
-    console.print(
-        f"[green]{stage.name}: done[/green] in {manifest.seconds:.1f}s ({_rows(manifest.rows)})"
-    )
+    rows = _rows(manifest.rows)
+    console.print(f"[green]{name}: done[/green] in {manifest.seconds:.1f}s ({rows})")
     return manifest
 
 

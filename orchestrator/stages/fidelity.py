@@ -9,96 +9,56 @@ shared embedding cache (Ray Data encoder actors); writes per corpus `fidelity.js
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pandas as pd
 from rich.table import Table
 
 from config import StudyConfig
-from orchestrator.cache import write_json_atomic
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
-
-SUMMARY_COLUMNS = [
-    "corpus_id",
-    "regime",
-    "draw",
-    "generator",
-    "strategy",
-    "variant",
-    "n_synthetic",
-    "n_real",
-    "status",
-    "reason",
-    "mmd2",
-    "mmd_p",
-    "mmd_estimator",
-    "frechet",
-    "precision",
-    "recall",
-    "density",
-    "coverage",
-    "label_js",
-    "distinct_2",
-    "dispersion",
-    "dispersion_real",
-    "near_duplicate_rate",
-    "name_mention_rate",
-    "name_mention_rate_real",
-    "code_mention_rate",
-    "code_mention_rate_real",
-    "keyword_rate",
-    "keyword_rate_real",
-    "nearest_train_mean",
-    "nearest_train_share_above",
-    "nearest_heldout_max",
-    "copy_train_rate",
-    "copy_heldout_rate",
-]
+from tasks.files import write_json_atomic
 
 
 class FidelityStage(Stage):
     name = "fidelity"
-    depends_on = ("prepare", "generate")
+    reads = ("prepare", "generate")
+    # How the encoder is scheduled does not change a vector (NOT_FINGERPRINTED in the schema).
+    fields = ("fidelity",)
 
     def enabled(self, cfg: StudyConfig) -> bool:
         # Without a generation section there is no synthetic corpus to score.
         gen = cfg.generation is not None and cfg.generation.enabled
         return gen and cfg.fidelity is not None and cfg.fidelity.enabled
 
-    def config_subset(self, cfg: StudyConfig) -> dict[str, Any]:
-        fid = _section(cfg).model_dump(mode="json")
-        # How the encoder is scheduled does not change a single vector.
-        fid["encoder"] = {k: fid["encoder"][k] for k in ("model", "max_length")}
-        fid.pop("enabled")
-        return fid
-
     def run(self, ctx: StageContext) -> StageOutput:
-        from tasks.corpus import read_labels
+        from tasks.artifacts import (
+            load_corpora,
+            load_corpus,
+            load_labels,
+            load_split,
+            save_fidelity_summary,
+        )
 
         fid = _section(ctx.cfg)
         prep, gen = ctx.input_dir("prepare"), ctx.input_dir("generate")
-        labels = read_labels(prep)
-        corpora = read_corpora(gen)
-        real = _load_real(prep, sorted({regime_key_of(c) for c in corpora}))
+        labels = load_labels(prep)
+        corpora = load_corpora(gen)
+        keys = sorted({c["regime_key"] for c in corpora})
+        real = {name: load_split(prep, name) for name in [*keys, "val", "test"]}
         heldout = pd.concat([real["val"], real["test"]], ignore_index=True)
-        synth = {c["corpus_id"]: _read_corpus(gen, c) for c in corpora}
+        synth = {c["corpus_id"]: load_corpus(gen, c) for c in corpora}
 
         emb = _embed_all(ctx, synth, real, heldout)
-        params = _params(fid)
         rows, per_corpus_rows = [], {}
         keywords_by_regime: dict[str, dict[str, list[str]]] = {}
         for meta in corpora:
             # `regime` below is the regime key: the corpus's own draw of its regime.
-            cid, regime = meta["corpus_id"], regime_key_of(meta)
+            cid, regime = meta["corpus_id"], meta["regime_key"]
             if regime not in keywords_by_regime:
                 keywords_by_regime[regime] = _keywords(real[regime], labels, fid.keywords_per_label)
             row = {k: meta.get(k) for k in ("corpus_id", "regime", "generator", "strategy")}
             row.update(variant=meta.get("variant"), draw=int(meta.get("draw", 0)))
             result = _measure_one(
-                synth[cid], real[regime], heldout, emb, labels, params, keywords_by_regime[regime]
+                synth[cid], real[regime], heldout, emb, labels, fid, keywords_by_regime[regime]
             )
             row.update(n_synthetic=len(synth[cid]), n_real=len(real[regime]))
             per_corpus_rows[cid] = len(synth[cid])
@@ -113,8 +73,7 @@ class FidelityStage(Stage):
                 per_label.to_parquet(ctx.out_dir / cid / "per_label.parquet", index=False)
                 row.update(status="ok", reason="", **_summary_row(report))
             rows.append(row)
-        summary = pd.DataFrame.from_records(rows).reindex(columns=SUMMARY_COLUMNS)
-        summary.to_parquet(ctx.out_dir / "summary.parquet", index=False)
+        summary = save_fidelity_summary(ctx.out_dir, rows)
         _print_summary(summary)
         note = status_note(summary)
         return StageOutput(
@@ -127,43 +86,6 @@ def _section(cfg: StudyConfig):
     if cfg.fidelity is None:
         raise ValueError("fidelity: the config has no `fidelity` section")
     return cfg.fidelity
-
-
-def read_corpora(gen_dir: Path) -> list[dict]:
-    """The generate stage's corpus list (corpora.json), each with a resolvable `path`."""
-    path = gen_dir / "corpora.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; run the generate stage first")
-    corpora = json.loads(path.read_text())
-    for i, c in enumerate(corpora):
-        missing = [k for k in ("corpus_id", "regime") if k not in c]
-        if missing:
-            raise ValueError(f"{path}: entry {i} lacks {missing}")
-    return corpora
-
-
-def regime_key_of(meta: dict) -> str:
-    """The regime key of a corpora.json entry (entries written before draws: the regime)."""
-    return str(meta.get("regime_key") or meta["regime"])
-
-
-def _read_corpus(gen_dir: Path, meta: dict) -> pd.DataFrame:
-    from tasks.corpus import read_table
-
-    given = Path(meta.get("path") or f"corpora/{meta['corpus_id']}.parquet")
-    return read_table(given if given.is_absolute() else gen_dir / given)
-
-
-def _load_real(prep: Path, regimes: list[str]) -> dict[str, pd.DataFrame]:
-    from tasks.corpus import read_table, split_path
-
-    out = {}
-    for name in [*regimes, "val", "test"]:
-        path = split_path(prep, name)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no prepared split or regime {name!r}")
-        out[name] = read_table(path)
-    return out
 
 
 def _embed_all(
@@ -187,31 +109,13 @@ def _embed_all(
     return dict(zip(texts, vecs, strict=True))
 
 
-def _params(fid):
-    from tasks.fidelity import FidelityParams
-
-    return FidelityParams(
-        permutations=fid.mmd.permutations,
-        bandwidth_multipliers=tuple(fid.mmd.bandwidth_multipliers),
-        block_size=fid.mmd.block_size,
-        linear_time_above=fid.mmd.linear_time_above,
-        per_label_min_rows=fid.mmd.per_label_min_rows,
-        per_label_permutations=fid.mmd.per_label_permutations,
-        knn_k=fid.knn_k,
-        copy_ngram=fid.copy_ngram,
-        near_duplicate_threshold=fid.near_duplicate_threshold,
-        near_copy_similarity=fid.near_copy_similarity,
-        seed=fid.seed,
-    )
-
-
 def _keywords(real: pd.DataFrame, labels, per_label: int) -> dict[str, list[str]]:
     from tasks.fidelity.leakage import top_keywords
 
     return top_keywords(list(real.text), list(real.labels), labels.codes, per_label)
 
 
-def _measure_one(synth, real, heldout, emb, labels, params, keywords):
+def _measure_one(synth, real, heldout, emb, labels, fid, keywords):
     """(fidelity dict, per-label table), or the reason the corpus cannot be scored."""
     from tasks.fidelity import CorpusSides, measure_corpus
 
@@ -233,7 +137,7 @@ def _measure_one(synth, real, heldout, emb, labels, params, keywords):
         codes=labels.codes,
         names=labels.names,
     )
-    return measure_corpus(sides, params, keywords)
+    return measure_corpus(sides, fid, keywords)
 
 
 def _summary_row(r: dict) -> dict:

@@ -8,7 +8,6 @@ and `corpora.json` (docs/artifacts.md).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,72 +16,30 @@ from rich.table import Table
 
 from config import StudyConfig
 from config.generation import GenerationConfig
-from orchestrator.cache import write_json_atomic
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
-
-# Fields that decide where and how fast rows are generated, not which rows: changing them must
-# not invalidate a finished corpus.
-_SCHEDULING = (
-    "concurrency",
-    "batch_size",
-    "max_concurrent_batches",
-    "num_cpus_per_actor",
-    "num_gpus_per_actor",
-    "memory_fraction",
-    "kv_cache_gib",
-    "cpu_reserved_cores",
-)
-CORPUS_COLUMNS = [
-    "id",
-    "text",
-    "labels",
-    "source",
-    "regime",
-    "draw",
-    "generator",
-    "strategy",
-    "variant",
-    "prompt_hash",
-    "seed",
-    "exemplar_ids",
-    "source_id",
-    "target_labels",
-    "prompt_tokens",
-    "output_tokens",
-    "gen_seconds",
-    "attempts",
-    "finish_reason",
-    "volume_rank",
-]
+from tasks.artifacts import CORPUS_COLUMNS
 
 
 class GenerateStage(Stage):
     name = "generate"
-    depends_on = ("prepare",)
+    reads = ("prepare",)
+    # Regimes default to data.regimes, which the prepare fingerprint covers.
+    fields = ("generation",)
 
     def enabled(self, cfg: StudyConfig) -> bool:
         return cfg.generation is not None and cfg.generation.enabled
 
-    def config_subset(self, cfg: StudyConfig) -> dict[str, Any]:
-        gen = _section(cfg)
-        d = gen.model_dump(mode="json", exclude={"enabled"})
-        d["regimes"] = regimes_of(cfg)
-        for g in d["generators"]:
-            for k in _SCHEDULING:
-                g.pop(k, None)
-        return d
-
     def run(self, ctx: StageContext) -> StageOutput:
-        from tasks.corpus import read_labels, read_table, split_path
+        from tasks.artifacts import CorpusId, load_labels, load_split, save_corpora, save_corpus
 
         gen_cfg = _section(ctx.cfg)
         prep = ctx.input_dir("prepare")
-        labels = read_labels(prep)
+        labels = load_labels(prep)
         label_names = dict(zip(labels.codes, labels.names, strict=True))
-        keys = regime_draws_of(ctx.cfg)
-        real = {k: read_table(split_path(prep, k)) for k in keys}
+        keys = ctx.cfg.generation_regime_keys()
+        real = {k: load_split(prep, k) for k in keys}
         heldout = pd.concat(
-            [read_table(split_path(prep, s))[["id", "text"]] for s in ("val", "test")],
+            [load_split(prep, s)[["id", "text"]] for s in ("val", "test")],
             ignore_index=True,
         )
         plans = plan_all(gen_cfg, real, label_names)
@@ -93,10 +50,10 @@ class GenerateStage(Stage):
             by_id = results.set_index("id")
             for (key, strategy, variant), rows in plans.items():
                 regime, draw = keys[key]
-                cid = f"{key}__{g.name}__{strategy}__{variant}"
+                cid = str(CorpusId(key, g.name, strategy, variant))
                 table = corpus_rows(rows, by_id, g.name, label_names, regime=regime, draw=draw)
                 kept, removed, counts = _filter(table, gen_cfg, heldout)
-                _write(ctx, cid, kept, removed)
+                path = save_corpus(ctx.out_dir, cid, kept, removed)
                 corpora.append(
                     {
                         "corpus_id": cid,
@@ -112,14 +69,14 @@ class GenerateStage(Stage):
                         "removed": len(removed),
                         "removed_by_filter": counts,
                         "ratios": list(gen_cfg.ratios),
-                        "path": f"corpora/{cid}.parquet",
+                        "path": path,
                     }
                 )
                 stats.append((cid, len(rows), len(kept), counts))
             totals["generated"] += len(results)
             totals["failed"] += int(results["status"].ne("ok").sum())
             totals["output_tokens"] += int(results["output_tokens"].sum())
-        write_json_atomic(ctx.out_dir / "corpora.json", corpora)
+        save_corpora(ctx.out_dir, corpora)
         _print(stats)
         rows = {"corpora": len(corpora), **totals, "kept": sum(c["rows"] for c in corpora)}
         return StageOutput(rows=rows, summary={"corpora": corpora})
@@ -129,25 +86,6 @@ def _section(cfg: StudyConfig) -> GenerationConfig:
     if cfg.generation is None:
         raise ValueError("generation: the config has no `generation` section")
     return cfg.generation
-
-
-def regimes_of(cfg: StudyConfig) -> list[str]:
-    """The regimes to generate for: `generation.regimes`, or every regime of `data.regimes`."""
-    names = _section(cfg).regimes
-    return list(names) if names is not None else [r.name for r in cfg.data.regimes]
-
-
-def regime_draws_of(cfg: StudyConfig) -> dict[str, tuple[str, int]]:
-    """Regime key -> (regime, draw) for every draw of the regimes to generate for."""
-    from config.data import regime_key
-
-    names = regimes_of(cfg)
-    return {regime_key(r, d): (r, d) for d in range(cfg.data.regime_draws) for r in names}
-
-
-def planned_rows(gen_cfg: GenerationConfig, n_real: int) -> int:
-    """Rows planned per corpus: the largest ratio's volume plus the filters' headroom."""
-    return math.ceil(max(gen_cfg.ratios) * n_real * (1 + gen_cfg.headroom))
 
 
 def plan_all(
@@ -168,7 +106,7 @@ def plan_all(
                     label_names,
                     strategy,
                     variant,
-                    n_rows=planned_rows(gen_cfg, len(df)),
+                    n_rows=gen_cfg.planned_rows(len(df)),
                     exemplars=gen_cfg.exemplars,
                     rare_label_floor=gen_cfg.rare_label_floor,
                     seed=gen_cfg.seed,
@@ -250,13 +188,6 @@ def _filter(
     res = filter_corpus(table, gen_cfg.filters, heldout)
     kept = res.kept[CORPUS_COLUMNS].reset_index(drop=True)
     return kept, res.removed.reset_index(drop=True), dict(res.counts)
-
-
-def _write(ctx: StageContext, cid: str, kept: pd.DataFrame, removed: pd.DataFrame) -> None:
-    from tasks.corpus import write_table
-
-    write_table(kept, ctx.out_dir / "corpora" / f"{cid}.parquet")
-    write_table(removed, ctx.out_dir / "removed" / f"{cid}.parquet")
 
 
 def _print(stats: list[tuple[str, int, int, dict[str, int]]]) -> None:

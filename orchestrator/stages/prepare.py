@@ -9,26 +9,20 @@ from typing import Any
 from rich.table import Table
 
 from config import StudyConfig
-from orchestrator.cache import write_json_atomic
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
+from tasks.files import write_json_atomic
 
 
 class PrepareStage(Stage):
     name = "prepare"
-    depends_on = ()
-
-    def config_subset(self, cfg: StudyConfig) -> dict[str, Any]:
-        d = cfg.data.model_dump(mode="json")
-        d["source"].pop("path")  # the file's content is hashed instead of its location
-        if d["regime_draws"] == 1:
-            d.pop("regime_draws")  # one draw is the study as before draws: same fingerprint
-        return d
+    fields = ("data",)
 
     def external_inputs(self, cfg: StudyConfig) -> dict[str, Path]:
+        # The file's bytes count, not where it lies (`data.source.path` is not fingerprinted).
         return {"source": cfg.data.source.path}
 
     def run(self, ctx: StageContext) -> StageOutput:
-        from tasks.corpus import split_path, write_table
+        from tasks.artifacts import save_labels, save_split
         from tasks.prepare import prepare_dataset
         from tasks.records import load_records
 
@@ -61,10 +55,10 @@ class PrepareStage(Stage):
         )
         out = ctx.out_dir
         for split in ("train_pool", "val", "test"):
-            write_table(getattr(prepared, split), split_path(out, split))
+            save_split(out, split, getattr(prepared, split))
         for name, frame in prepared.regimes.items():
-            write_table(frame, split_path(out, name))
-        write_json_atomic(out / "labels.json", prepared.labels.to_json())
+            save_split(out, name, frame)
+        save_labels(out, prepared.labels)
         summary = {"records_read": good, "rejected": len(loaded.rejected), **prepared.summary}
         write_json_atomic(out / "summary.json", summary)
         _print_summary(summary)

@@ -7,7 +7,6 @@ losses only.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,33 +17,25 @@ from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 
 class ReportStage(Stage):
     name = "report"
-    depends_on: tuple[str, ...] = ("prepare", "fidelity", "trials")
+    reads = ("prepare", "fidelity", "trials")
+    fields = ("report", "data.regimes")
 
     def enabled(self, cfg: StudyConfig) -> bool:
         trials = cfg.trials is not None and cfg.trials.enabled
         return trials and (cfg.report is None or cfg.report.enabled)
 
-    def config_subset(self, cfg: StudyConfig) -> dict[str, Any]:
-        # Upstream follows the config: no fidelity stage runs without generation.
-        self.depends_on = deps_of(cfg)
-        return {
-            "report": section(cfg).model_dump(mode="json", exclude={"enabled"}),
-            "regimes": regime_order(cfg),
-        }
-
     def run(self, ctx: StageContext) -> StageOutput:
-        import pandas as pd
-
+        from tasks.artifacts import load_fidelity_summary, load_numerics, load_results
         from tasks.report.tables import StatsOptions
         from tasks.report.writer import write_report
 
         rep = section(ctx.cfg)
         trials = ctx.input_dir("trials")
-        results = pd.read_parquet(trials / "results.parquet")
+        results = load_results(trials)
         summary = None
-        if "fidelity" in self.depends_on:
-            summary = pd.read_parquet(ctx.input_dir("fidelity") / "summary.parquet")
-        numerics = _read_numerics(trials / "numerics.json")
+        if "fidelity" in ctx.inputs:
+            summary = load_fidelity_summary(ctx.input_dir("fidelity"))
+        numerics = load_numerics(trials)
         opts = StatsOptions(rep.confidence, rep.bootstrap_samples, rep.seed)
         scores = doc_scores(trials, ctx.input_dir("prepare"), results)
         with console.status("report: intervals, correlations, figures"):
@@ -77,12 +68,6 @@ def section(cfg: StudyConfig) -> ReportConfig:
     return cfg.report or ReportConfig()
 
 
-def deps_of(cfg: StudyConfig) -> tuple[str, ...]:
-    gen = cfg.generation is not None and cfg.generation.enabled
-    fid = gen and cfg.fidelity is not None and cfg.fidelity.enabled
-    return ("prepare",) + (("fidelity",) if fid else ()) + ("trials",)
-
-
 def regime_order(cfg: StudyConfig) -> list[str]:
     """Regime names from the smallest to the largest (the order of Fisher z comparisons)."""
     return [r.name for r in sorted(cfg.data.regimes, key=lambda r: r.size)]
@@ -99,29 +84,17 @@ def _verdict_note(verdict: list[dict[str, Any]]) -> str:
 def doc_scores(trials_dir: Path, prepare_dir: Path, results: Any) -> Any:
     """Per-trial test decisions and per-query nDCG (trials/predictions/) against the prepare
     stage's test labels, for the document bootstrap; None when the run has no predictions."""
-    from orchestrator.train import label_matrix
-    from orchestrator.trials_fit import read_predictions
-    from tasks.corpus import read_labels, read_table, split_path
+    from tasks.artifacts import load_labels, load_predictions, load_split, predictions_path
     from tasks.inference import DocScores
+    from tasks.trials.inputs import label_matrix
 
-    folder = trials_dir / "predictions"
-    if not folder.is_dir():
+    if not (trials_dir / "predictions").is_dir():
         return None
     ok = results[results.status == "ok"].trial_id.astype(str)
-    preds = {
-        t: read_predictions(folder / f"{t}.npz") for t in ok if (folder / f"{t}.npz").is_file()
-    }
+    paths = {t: predictions_path(trials_dir, t) for t in ok}
+    preds = {t: load_predictions(p) for t, p in paths.items() if p.is_file()}
     if not preds:
         return None
-    labels = read_labels(prepare_dir)
-    y = label_matrix(read_table(split_path(prepare_dir, "test")), list(labels.codes))
+    labels = load_labels(prepare_dir)
+    y = label_matrix(load_split(prepare_dir, "test"), list(labels.codes))
     return DocScores.from_predictions(preds, y)
-
-
-def _read_numerics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = json.loads(path.read_text())
-    if not isinstance(rows, list):
-        raise ValueError(f"{path}: expected a list of numerics guard rows")
-    return rows

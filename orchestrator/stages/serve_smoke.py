@@ -11,41 +11,35 @@ from pathlib import Path
 from typing import Any
 
 from config import StudyConfig
-from orchestrator.cache import write_json_atomic
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
+from tasks.files import write_json_atomic
 
 SMOKE_TEXTS = 2
 
 
 class ServeSmokeStage(Stage):
     name = "serve_smoke"
-    depends_on = ("prepare",)
+    # The trials' results decide the checkpoint; prepare's test set gives the texts.
+    reads = ("prepare", "trials")
+    # Where it binds and how replicas scale do not change what it answers.
+    fields = ("serve", "trials.select_metric")
 
     def enabled(self, cfg: StudyConfig) -> bool:
         return cfg.serve.smoke
-
-    def config_subset(self, cfg: StudyConfig) -> dict[str, Any]:
-        # Where it binds does not change what it answers.
-        return cfg.serve.model_dump(mode="json", exclude={"host", "port"})
-
-    def external_inputs(self, cfg: StudyConfig) -> dict[str, Path]:
-        # The trials results decide the checkpoint; re-run when they change.
-        from orchestrator.stages.base import run_dir_for
-
-        results = run_dir_for(cfg) / "trials" / "results.parquet"
-        return {"trials_results": results} if results.is_file() else {}
 
     def run(self, ctx: StageContext) -> StageOutput:
         from serve.select import select_checkpoint
 
         results = ctx.store.stage_dir("trials") / "results.parquet"
-        if not results.is_file():
+        if "trials" not in ctx.inputs or not results.is_file():
             note = "skipped: no trials output to serve"
             console.print(f"[yellow]serve_smoke: {note}[/yellow]")
             write_json_atomic(ctx.out_dir / "smoke.json", {"status": "skipped", "reason": note})
             return StageOutput(rows={"classified": 0}, summary={"status_note": note})
         try:
-            select_checkpoint(ctx.store.run_dir, ctx.cfg.serve.select_metric)
+            select_checkpoint(
+                ctx.store.run_dir, ctx.cfg.serve.resolve_select_metric(ctx.cfg.trials)
+            )
         except (ValueError, FileNotFoundError) as exc:
             note = f"skipped: {exc}"
             console.print(f"[yellow]serve_smoke: {note}[/yellow]")
@@ -62,9 +56,9 @@ class ServeSmokeStage(Stage):
 
 
 def _test_texts(prepare_dir: Path, n: int) -> list[dict[str, Any]]:
-    from tasks.corpus import read_table, split_path
+    from tasks.artifacts import load_split
 
-    test = read_table(split_path(prepare_dir, "test"))
+    test = load_split(prepare_dir, "test")
     head = test.head(n)
     return [
         {"id": str(r.get("id", i)), "text": str(r["text"]), "labels": list(r.get("labels", []))}
@@ -76,15 +70,25 @@ def smoke_test(run_dir: Path, cfg: StudyConfig, docs: list[dict[str, Any]]) -> d
     """Start Serve on a free loopback port, classify `docs`, print the answer, stop Serve."""
     import httpx
 
-    from serve.launch import api_key_from_env, free_port, start_server, stop_server
+    from orchestrator.ray_runtime import ensure_ray
+    from serve.api import API_KEY_HEADER
+    from serve.launch import api_key_from_env, start_server, stop_server
+    from tasks.net import free_port
 
-    port = free_port("127.0.0.1")
-    running = start_server(run_dir, cfg.serve, host="127.0.0.1", port=port, resources=cfg.resources)
+    running = start_server(
+        run_dir,
+        cfg.serve,
+        host="127.0.0.1",
+        port=free_port("127.0.0.1"),
+        select_metric=cfg.serve.resolve_select_metric(cfg.trials),
+        storage_path=cfg.resources.storage_path,
+        connect_ray=lambda: ensure_ray(cfg.resources),
+    )
     try:
         headers = {}
         key = api_key_from_env(cfg.serve)
         if key:
-            headers["X-API-Key"] = key
+            headers[API_KEY_HEADER] = key
         r = httpx.post(
             f"{running.url}/v1/classify",
             json={"texts": [d["text"] for d in docs]},
@@ -98,8 +102,10 @@ def smoke_test(run_dir: Path, cfg: StudyConfig, docs: list[dict[str, Any]]) -> d
         stop_server()
     for doc, pred in zip(docs, response["predictions"], strict=True):
         got = ", ".join(f"{lab['code']} ({lab['probability']:.2f})" for lab in pred["labels"])
+        # No markup: "[no label]" would read as a rich tag and vanish.
         console.print(
-            f"serve_smoke: {doc['id']}: predicted [{got or 'no label'}], true {doc['labels']}"
+            f"serve_smoke: {doc['id']}: predicted [{got or 'no label'}], true {doc['labels']}",
+            markup=False,
         )
     return {
         "status": "ok",

@@ -1,83 +1,92 @@
 """Stage `trials`: the study grid on Ray Tune; one classifier per cell, evaluated on test.
 
 Before the grid: the agreement filter of the `filtered` arm, one embedding pass over every text
-(shared cache with the fidelity stage) for frozen heads and fidelity curricula, and the numerics
-guard when fine-tuning is in the grid. Writes `results.parquet`, `checkpoints/<trial_id>/` and
-`numerics.json` (docs/artifacts.md).
+per distinct encoder (the shared cache with the fidelity stage) for frozen heads and fidelity
+curricula, and the numerics guard when fine-tuning is in the grid. Each trial is
+`tasks.trials.recipe.run_trial`, on Ray Tune (`orchestrator.trials_tune`). Writes
+`results.parquet`, `checkpoints/<trial_id>/`, `predictions/<trial_id>.npz` and `numerics.json`
+(docs/artifacts.md).
+
+Finished trials carry a `trial_key` (their cell, family settings and inputs); a re-run of the
+stage after a config change links the previous output's trials of an unchanged key instead of
+training them again, so a new seed trains only the new cells and a new guard tolerance none.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from config import StudyConfig
 from config.fidelity import EncoderConfig
-from config.trials import SCHEDULING_FIELDS
-from orchestrator.cache import write_json_atomic
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
-from orchestrator.trials import TrialCell, check_unique, expand_grid, ratios_of, volume
-from orchestrator.trials_fit import RESULT_COLUMNS, TrialData, cell_columns, keep_key
+from tasks.artifacts import (
+    TrialRow,
+    checkpoint_path,
+    load_results,
+    predictions_path,
+    save_numerics,
+    save_results,
+)
+from tasks.trials.families import build_family
+from tasks.trials.grid import TrialCell, check_unique, expand_grid, ratios_of, trial_key
+from tasks.trials.inputs import EncoderKey, EvalData, TrialInputs, TrialSettings
+from tasks.trials.recipe import CLASSIFIER, PREDICTIONS, cell_row
 
 
 class TrialsStage(Stage):
     name = "trials"
-    depends_on: tuple[str, ...] = ("prepare", "generate", "fidelity")
+    # It reads no fidelity output (the embedding cache under runs/<study>/cache is shared, not
+    # a stage output), so an MMD setting re-runs no trial.
+    reads = ("prepare", "generate")
+    fields = ("trials", "generation.ratios", "fidelity.encoder")
 
     def enabled(self, cfg: StudyConfig) -> bool:
         return cfg.trials is not None and cfg.trials.enabled
 
-    def config_subset(self, cfg: StudyConfig) -> dict[str, Any]:
-        # Upstream follows the config: a real-only study has no generate or fidelity stage.
-        self.depends_on = _deps(cfg)
-        t = _section(cfg)
-        return {
-            "trials": t.model_dump(
-                mode="json", exclude={"enabled": True, "resources": set(SCHEDULING_FIELDS)}
-            ),
-            "ratios": ratios_of(cfg),
-            "encoder": _encoder(cfg).model_dump(include={"model", "max_length"}),
-        }
-
     def run(self, ctx: StageContext) -> StageOutput:
+        from tasks.trials.agreement import agreement_filter
+
         cfg, t = ctx.cfg, _section(ctx.cfg)
-        data, corpora = _load(ctx)
-        keep = _agreement_filter(cfg, data, corpora) if "filtered" in t.arms else {}
-        data.keep_ids = {k: sorted(v) for k, v in keep.items()}
-        counts = {(c, float(r)): len(ids) for (c, r), ids in _split_keys(keep).items()}
+        inputs, corpora = _load(ctx)
+        if "filtered" in t.arms:
+            inputs.keep_ids = agreement_filter(
+                inputs, corpora, ratios_of(cfg), t.filter_min_overlap
+            )
+        counts = {k: len(ids) for k, ids in inputs.keep_ids.items()}
         # Fine-tunes run on Train workers with `trials.resources.gpus`, not in this driver (on a
         # cluster, a CPU head): CUDA is what the workers get, whatever this machine has.
         cuda = t.resources.gpus > 0
         cells = expand_grid(cfg, corpora, counts, cuda=cuda)
         check_unique(cells)
+        families = resolved_families(cfg)
+        keys = _keys(ctx, cells, families)
         pending = [c for c in cells if c.status == "pending"]
-        kinds = {c.family_kind for c in pending}
-        if "frozen_head" in kinds or "curriculum_fidelity" in t.orderings:
-            _embed(ctx, data)
-        if "curriculum_fidelity" in t.orderings:
-            data.fidelity = _row_fidelity(data)
-        numerics = _guard(cfg, data, cuda) if "finetune" in kinds else []
-        write_json_atomic(ctx.out_dir / "numerics.json", numerics)
+        guarded = any(build_family(families[c.family]).numerics for c in pending)
+        numerics = _guard(cfg, inputs, cuda) if guarded else []
+        save_numerics(ctx.out_dir, numerics)
         flags = _flags(numerics, cells)
+        reused = _reuse(ctx, [c for c in cells if c.status == "pending"], keys)
+        todo = [c for c in cells if c.status == "pending" and c.trial_id not in reused]
         console.print(
-            f"trials: {len(cells)} cells, {len(pending)} to run, "
-            f"{len(cells) - len(pending)} skipped"
+            f"trials: {len(cells)} cells, {len(todo)} to run, {len(reused)} reused from the "
+            f"previous run, {len(cells) - len(todo) - len(reused)} skipped"
         )
-        results = _run(ctx, [c for c in cells if c.status == "pending"], data)
-        table = _assemble(ctx, cells, results, flags)
-        table.to_parquet(ctx.out_dir / "results.parquet", index=False)
+        _embed(ctx, inputs, families, todo)
+        outcomes = _run(ctx, todo, inputs, families)
+        rows = _assemble(ctx, cells, outcomes, reused, flags, keys)
+        table = save_results(ctx.out_dir, rows)
         ok = table[table.status == "ok"]
         best = ok.sort_values(t.select_metric, ascending=False).head(1)
         return StageOutput(
             rows={
                 "trials": len(table),
                 "ok": len(ok),
+                "reused": len(reused),
                 "skipped": int((table.status == "skipped").sum()),
                 "failed": int((table.status == "failed").sum()),
             },
@@ -94,136 +103,90 @@ def _section(cfg: StudyConfig):
     return cfg.trials
 
 
-def _encoder(cfg: StudyConfig) -> EncoderConfig:
-    """The frozen-head encoder: the family's own, else the fidelity stage's (one shared cache)."""
-    for fam in _section(cfg).families:
-        if fam.kind == "frozen_head" and fam.encoder is not None:
-            return fam.encoder
+def default_encoder(cfg: StudyConfig) -> EncoderConfig:
+    """The fidelity stage's encoder (the default one without fidelity): what frozen heads
+    without their own encoder embed with, and what the fidelity curriculum scores rows by."""
     return cfg.fidelity.encoder if cfg.fidelity is not None else EncoderConfig()
 
 
-def _load(ctx: StageContext) -> tuple[TrialData, list[dict]]:
-    from orchestrator.stages.fidelity import _read_corpus, read_corpora
-    from orchestrator.trials import regime_keys_of, regimes_of
-    from tasks.corpus import read_labels, read_table, split_path
-
-    cfg, t = ctx.cfg, _section(ctx.cfg)
-    prep = ctx.input_dir("prepare")
-    labels = read_labels(prep)
-    corpora: list[dict] = []
-    synth: dict[str, pd.DataFrame] = {}
-    if "generate" in _deps(cfg):
-        gen = ctx.input_dir("generate")
-        regimes = set(regimes_of(cfg))
-        corpora = [c for c in read_corpora(gen) if c["regime"] in regimes]
-        for c in corpora:
-            synth[c["corpus_id"]] = _read_corpus(gen, c)
-            c["rows"] = len(synth[c["corpus_id"]])
-    retrieval = (
-        read_table(split_path(prep, "train_pool")) if t.retrieval_corpus == "train_pool" else None
-    )
-    data = TrialData(
-        labels=list(labels.codes),
-        names=list(labels.names),
-        real={k: read_table(split_path(prep, k)) for k in regime_keys_of(cfg)},
-        corpora=synth,
-        val=read_table(split_path(prep, "val")),
-        test=read_table(split_path(prep, "test")),
-        retrieval=retrieval,
-        encoder=_encoder(cfg).model_dump(include={"model", "max_length"}),
-        cache_dir=str(ctx.store.run_dir / "cache" / "tokens"),
-        thresholds=t.thresholds,
-        threshold_min_positives=t.threshold_min_positives,
-        retrieval_k=t.retrieval_k,
-    )
-    return data, corpora
-
-
-def _deps(cfg: StudyConfig) -> tuple[str, ...]:
-    gen = cfg.generation is not None and cfg.generation.enabled
-    fid = gen and cfg.fidelity is not None and cfg.fidelity.enabled
-    return ("prepare",) + (("generate",) if gen else ()) + (("fidelity",) if fid else ())
-
-
-def _split_keys(keep: dict[str, set[str]]) -> dict[tuple[str, str], set[str]]:
-    return {tuple(k.rsplit("@", 1)): v for k, v in keep.items()}  # type: ignore[misc]
-
-
-def _agreement_filter(cfg: StudyConfig, data: TrialData, corpora: list[dict]) -> dict:
-    """`filtered` arm: synthetic rows whose labels a real-only TF-IDF classifier agrees with.
-
-    Agreement: Jaccard overlap of the row's labels with the classifier's predicted set (val-tuned
-    thresholds) at least `trials.filter_min_overlap`. One classifier per regime key (each draw
-    of a regime judges its own corpora), trained once.
-    """
-    from orchestrator.stages.fidelity import regime_key_of
-    from tasks.evaluation import choose_thresholds, jaccard_matrix
-    from tasks.heads import TfidfConfig, train_tfidf_linear
-    from tasks.mixes import slice_volume
-
-    t = _section(cfg)
-    keep: dict[str, set[str]] = {}
-    judges = {}
-    for key, real in data.real.items():
-        clf = train_tfidf_linear(
-            real.text.tolist(),
-            data.y(real),
-            TfidfConfig(),
-            "bce",
-            0,
-            labels=data.labels,
-            names=data.names,
-        )
-        p_val = clf.predict_proba(data.val.text.tolist())
-        judges[key] = (clf, choose_thresholds(data.y(data.val), p_val, "global"))
-    for c in corpora:
-        clf, th = judges[regime_key_of(c)]
-        syn = data.corpora[c["corpus_id"]]
-        n_real = len(data.real[regime_key_of(c)])
-        for r in ratios_of(cfg):
-            vol = slice_volume(syn, r, n_real)
-            assert len(vol) == volume(r, n_real, len(syn))
-            pred = clf.predict_proba(vol.text.tolist()) >= th[None, :]
-            overlap = np.diag(jaccard_matrix(data.y(vol), pred.astype(np.float32)))
-            kept = vol.id[overlap >= t.filter_min_overlap]
-            keep[keep_key(c["corpus_id"], float(r))] = set(kept.astype(str))
-    return keep
-
-
-def _embed(ctx: StageContext, data: TrialData) -> None:
-    """Every distinct text embedded once (cache hits for what the fidelity stage embedded)."""
-    from orchestrator.embeddings import embed_texts, embedding_cache_dir
-    from orchestrator.ray_runtime import ensure_ray
-
-    frames = [*data.real.values(), *data.corpora.values(), data.val, data.test]
-    if data.retrieval is not None:
-        frames.append(data.retrieval)
-    texts = sorted({str(t) for df in frames for t in df.text})
-    ensure_ray(ctx.cfg.resources)
-    enc = _encoder(ctx.cfg)
-    console.print(f"trials: embeddings of {len(texts)} distinct texts ({enc.model})")
-    data.emb = embed_texts(texts, enc, embedding_cache_dir(ctx.store.run_dir))
-    data.emb_index = {t: i for i, t in enumerate(texts)}
-
-
-def _row_fidelity(data: TrialData) -> dict[str, dict[str, float]]:
-    """Per synthetic row: cosine similarity to its regime draw's real centroid (higher: closer)."""
+def resolved_families(cfg: StudyConfig) -> dict[str, Any]:
+    """Family name -> its config, an unset `encoder` resolved to `default_encoder`: each
+    frozen head embeds with, trains on and records its own encoder."""
     out = {}
-    for cid, syn in data.corpora.items():
-        # A corpus id starts with the regime key of the draw it was generated from.
-        key = cid.split("__", 1)[0]
-        real = data.real.get(key)
-        if real is None or syn.empty:
-            continue
-        centroid = data.embeddings(real.text.tolist()).mean(0)
-        centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
-        x = data.embeddings(syn.text.tolist())
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        out[cid] = dict(zip(syn.id.astype(str), (x @ centroid).astype(float), strict=True))
+    for fam in _section(cfg).families:
+        if "encoder" in type(fam).model_fields and fam.encoder is None:
+            fam = fam.model_copy(update={"encoder": default_encoder(cfg)})
+        out[fam.name] = fam
     return out
 
 
-def _guard(cfg: StudyConfig, data: TrialData, cuda: bool) -> list[dict]:
+def _load(ctx: StageContext) -> tuple[TrialInputs, list[dict]]:
+    from tasks.artifacts import load_corpora, load_corpus, load_labels, load_split
+    from tasks.trials.grid import regime_keys_of, regimes_of
+
+    cfg, t = ctx.cfg, _section(ctx.cfg)
+    prep = ctx.input_dir("prepare")
+    labels = load_labels(prep)
+    corpora: list[dict] = []
+    synth: dict[str, pd.DataFrame] = {}
+    if "generate" in ctx.inputs:  # a real-only study has no generate stage
+        gen = ctx.input_dir("generate")
+        regimes = set(regimes_of(cfg))
+        corpora = [dict(c) for c in load_corpora(gen) if c["regime"] in regimes]
+        for c in corpora:
+            synth[c["corpus_id"]] = load_corpus(gen, c)
+            c["rows"] = len(synth[c["corpus_id"]])
+    shared = EvalData(
+        labels=list(labels.codes),
+        names=list(labels.names),
+        val=load_split(prep, "val"),
+        test=load_split(prep, "test"),
+        retrieval=load_split(prep, "train_pool") if t.retrieval_corpus == "train_pool" else None,
+        thresholds=t.thresholds,
+        threshold_min_positives=t.threshold_min_positives,
+        retrieval_k=t.retrieval_k,
+        cache_dir=str(ctx.store.run_dir / "cache" / "tokens"),
+    )
+    real = {k: load_split(prep, k) for k in regime_keys_of(cfg)}
+    return TrialInputs(shared=shared, real=real, corpora=synth), corpora
+
+
+def _embed(
+    ctx: StageContext, inputs: TrialInputs, families: dict[str, Any], cells: list[TrialCell]
+) -> None:
+    """Every distinct text embedded once per distinct encoder that the cells' families read
+    (and the fidelity curriculum's); cache hits for what the fidelity stage embedded."""
+    from orchestrator.embeddings import embed_texts, embedding_cache_dir
+    from orchestrator.ray_runtime import ensure_ray
+    from tasks.trials.inputs import Embeddings, row_fidelity
+
+    encoders: dict[EncoderKey, EncoderConfig] = {}
+    for name in dict.fromkeys(c.family for c in cells):
+        family = build_family(families[name])
+        if family.needs_embeddings():
+            encoders.setdefault(EncoderKey.of(family.encoder), family.encoder)
+    curriculum = "curriculum_fidelity" in _section(ctx.cfg).orderings
+    if curriculum:
+        encoders.setdefault(EncoderKey.of(default_encoder(ctx.cfg)), default_encoder(ctx.cfg))
+    if not encoders or not cells:
+        return
+    texts = inputs.texts()
+    index = {t: i for i, t in enumerate(texts)}
+    ensure_ray(ctx.cfg.resources)
+    for key, enc in encoders.items():
+        console.print(
+            f"trials: embeddings of {len(texts)} distinct texts "
+            f"({key.model}, {key.max_length} tokens)"
+        )
+        vectors = embed_texts(texts, enc, embedding_cache_dir(ctx.store.run_dir))
+        inputs.embeddings[key] = Embeddings(key, index, vectors)
+    if curriculum:
+        inputs.fidelity = row_fidelity(
+            inputs, inputs.embeddings[EncoderKey.of(default_encoder(ctx.cfg))]
+        )
+
+
+def _guard(cfg: StudyConfig, inputs: TrialInputs, cuda: bool) -> list[dict]:
     """Numerics guard per fine-tuned family: logits of each precision x attention vs fp32 eager.
 
     With GPU trials it runs as a Ray task on a GPU worker (with the trials' custom resources),
@@ -231,8 +194,8 @@ def _guard(cfg: StudyConfig, data: TrialData, cuda: bool) -> list[dict]:
     t = _section(cfg)
     if not t.numerics_guard.enabled:
         return []
-    texts = data.val.text.astype(str).tolist()[:8]
-    fams = [f for f in t.families if f.kind == "finetune"]
+    texts = inputs.shared.val.text.astype(str).tolist()[:8]
+    fams = [f for f in t.families if build_family(f).numerics]
     calls = [
         {
             "model": fam.model,
@@ -294,9 +257,76 @@ def _flags(numerics: list[dict], cells: list[TrialCell]) -> dict[tuple, dict]:
     return by_pair
 
 
-def _run(ctx: StageContext, cells: list[TrialCell], data: TrialData) -> dict[str, dict]:
+def _keys(ctx: StageContext, cells: list[TrialCell], families: dict[str, Any]) -> dict[str, str]:
+    """Trial id -> its `trial_key`: the cell, its family's settings, the trial settings of the
+    stage that change a trial's output, and the input stages' fingerprints."""
+    from orchestrator import __version__
+
+    t = _section(ctx.cfg)
+    upstream = {}
+    for stage in ctx.inputs:
+        manifest = ctx.store.manifest(stage)
+        upstream[stage] = manifest.fingerprint if manifest is not None else ""
+    common = {
+        "thresholds": [t.thresholds, t.threshold_min_positives],
+        "retrieval": [t.retrieval_corpus, t.retrieval_k],
+        "version": __version__,
+    }
+    fid_encoder = EncoderKey.of(default_encoder(ctx.cfg))
+    out = {}
+    for c in cells:
+        extra = dict(common)
+        if c.arm == "filtered":
+            extra["filter_min_overlap"] = t.filter_min_overlap
+        if c.ordering == "curriculum_fidelity":
+            extra["fidelity_encoder"] = list(fid_encoder)
+        out[c.trial_id] = trial_key(c, families[c.family], upstream, extra)
+    return out
+
+
+def _reuse(ctx: StageContext, cells: list[TrialCell], keys: dict[str, str]) -> dict[str, TrialRow]:
+    """The previous output's finished trials whose key is unchanged: their checkpoints and
+    predictions hard-linked into this output (copied where links are refused), never retrained."""
+    previous = ctx.store.stage_dir("trials")
+    try:
+        table = load_results(previous)
+    except FileNotFoundError:
+        return {}
+    if "trial_key" not in table.columns:
+        return {}
+    done = {
+        str(r["trial_id"]): TrialRow.from_dict(r)
+        for r in table.to_dict("records")
+        if r.get("status") == "ok" and r.get("trial_key")
+    }
+    out = {}
+    for c in cells:
+        row = done.get(c.trial_id)
+        ckpt, pred = checkpoint_path(previous, c.trial_id), predictions_path(previous, c.trial_id)
+        if row is None or row.trial_key != keys[c.trial_id]:
+            continue
+        if not (ckpt.is_dir() and pred.is_file()):
+            continue
+        shutil.copytree(ckpt, checkpoint_path(ctx.out_dir, c.trial_id), copy_function=_link)
+        _link(pred, predictions_path(ctx.out_dir, c.trial_id))
+        out[c.trial_id] = row
+    return out
+
+
+def _link(src: str | Path, dst: str | Path) -> None:
+    """A hard link (no bytes copied); a copy where the filesystem refuses links."""
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _run(
+    ctx: StageContext, cells: list[TrialCell], inputs: TrialInputs, families: dict[str, Any]
+) -> dict:
     from orchestrator.ray_runtime import ensure_ray
-    from orchestrator.trials_tune import run_grid
+    from orchestrator.trials_tune import GridRun, run_grid
 
     if not cells:
         return {}
@@ -304,25 +334,32 @@ def _run(ctx: StageContext, cells: list[TrialCell], data: TrialData) -> dict[str
     # Ray Train V2 (the TorchTrainer inside a Tune trial) is read when workers start.
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     ensure_ray(cfg.resources)
-    storage = cfg.resources.storage_path or str((ctx.work_dir / "tune").resolve())
+    shared = cfg.resources.storage_path
+    storage = shared or str((ctx.work_dir / "tune").resolve())
     # Ray Train runs (a fine-tune's workers write there, its trial reads back) beside Tune's on
     # shared storage when there is one: on a cluster the two may sit on different nodes.
     train_storage = (
-        f"{cfg.resources.storage_path.rstrip('/')}/train-{ctx.fingerprint[:12]}"
-        if cfg.resources.storage_path
+        f"{shared.rstrip('/')}/train-{ctx.fingerprint[:12]}"
+        if shared
         else str((ctx.work_dir / "train").resolve())
+    )
+    run = GridRun(
+        done_dir=str(ctx.work_dir / "done"),
+        train_storage=train_storage,
+        settings=TrialSettings(
+            cpus=t.resources.cpus, gpus=t.resources.gpus, custom=dict(t.resources.custom)
+        ),
+        # With shared storage the cluster may span nodes whose disks the driver cannot read:
+        # trials then send their folders through Tune's checkpoints (see GridRun.transport).
+        transport=shared is not None,
     )
     return run_grid(
         cells,
-        data,
-        {f.name: f for f in t.families},
+        inputs,
+        families,
+        run,
         storage_path=storage,
         name=f"trials-{ctx.fingerprint[:12]}",
-        done_dir=ctx.work_dir / "done",
-        train_storage=train_storage,
-        cpus=t.resources.cpus,
-        gpus=t.resources.gpus,
-        custom=t.resources.custom,
         max_concurrent=t.resources.max_concurrent,
         reuse_actors=t.resources.reuse_actors,
         max_failures=t.max_failures,
@@ -330,48 +367,46 @@ def _run(ctx: StageContext, cells: list[TrialCell], data: TrialData) -> dict[str
 
 
 def _assemble(
-    ctx: StageContext, cells: list[TrialCell], results: dict[str, dict], flags: dict
-) -> pd.DataFrame:
-    """One row per cell; checkpoints copied into checkpoints/<trial_id>/."""
+    ctx: StageContext,
+    cells: list[TrialCell],
+    outcomes: dict,
+    reused: dict[str, TrialRow],
+    flags: dict,
+    keys: dict[str, str],
+) -> list[TrialRow]:
+    """One row per cell; each finished trial's checkpoint and predictions moved (renamed, not
+    copied) from its done marker to checkpoints/<trial_id>/ and predictions/<trial_id>.npz.
+
+    A kill after some moves leaves those markers incomplete: a rerun trains them again."""
+    from orchestrator.trials_tune import collect
+
+    done_dir = ctx.work_dir / "done"
     rows = []
     for c in cells:
-        base = cell_columns(c)
-        res = results.get(c.trial_id)
-        flag = flags.get((c.family, c.precision, c.attention), {})
+        outcome = outcomes.get(c.trial_id)
         if c.status == "skipped":
-            row = {**base, "status": "skipped", "reason": c.reason}
-        elif res is None or res["row"] is None:
-            reason = (res or {}).get("error") or "no result reported"
-            row = {**base, "status": "failed", "reason": reason}
+            row = cell_row(c, status="skipped", reason=c.reason)
+        elif c.trial_id in reused:
+            row = reused[c.trial_id]
+        elif (found := collect(done_dir, c.trial_id, outcome)) is not None:
+            row = found
+            marker = done_dir / c.trial_id
+            target = checkpoint_path(ctx.out_dir, c.trial_id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(marker / CLASSIFIER, target)
+            pred = predictions_path(ctx.out_dir, c.trial_id)
+            pred.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(marker / PREDICTIONS, pred)
         else:
-            row = {**base, **res["row"]}
-            row["checkpoint"] = _copy_checkpoint(ctx, c.trial_id, res["checkpoint"])
-        row["numerics_flag"] = bool(flag.get("flagged", False))
+            reason = (outcome.error if outcome is not None else "") or "no result reported"
+            row = cell_row(c, status="failed", reason=reason)
+        if row.status == "ok":
+            row.checkpoint = str(checkpoint_path(Path(), c.trial_id))
+        flag = flags.get((c.family, c.precision, c.attention), {})
+        row.numerics_flag = bool(flag.get("flagged", False))
+        row.trial_key = keys[c.trial_id]
         rows.append(row)
-    return pd.DataFrame.from_records(rows).reindex(columns=RESULT_COLUMNS)
-
-
-def _copy_checkpoint(ctx: StageContext, trial_id: str, checkpoint: Any) -> str:
-    """The trial's classifier to checkpoints/<trial_id>/ and its predictions.npz to
-    predictions/<trial_id>.npz (the report reads them), from its done marker or, on another
-    node, from the checkpoint Tune reported. Returns the checkpoint's relative path or ""."""
-    from orchestrator.trials_fit import PREDICTIONS
-    from orchestrator.trials_tune import CKPT
-
-    target = ctx.out_dir / "checkpoints" / trial_id
-    predictions = ctx.out_dir / "predictions" / f"{trial_id}.npz"
-    predictions.parent.mkdir(parents=True, exist_ok=True)
-    local = ctx.work_dir / "done" / trial_id
-    with tempfile.TemporaryDirectory() as tmp:
-        if not (local / CKPT).is_dir():
-            if checkpoint is None:
-                return ""
-            checkpoint.to_directory(tmp)
-            local = Path(tmp)
-        shutil.copytree(local / CKPT, target)
-        if (local / PREDICTIONS).is_file():
-            shutil.copyfile(local / PREDICTIONS, predictions)
-    return f"checkpoints/{trial_id}"
+    return rows
 
 
 def _note(ok: pd.DataFrame) -> str:

@@ -5,12 +5,11 @@ precision/recall/density/coverage, label divergence), `diversity`, `leakage` (ke
 nearest-real similarity, n-gram copy rate) and `corpus.measure_corpus`, which runs them all.
 """
 
-from tasks.fidelity.corpus import CorpusSides, FidelityParams, measure_corpus
+from tasks.fidelity.corpus import CorpusSides, measure_corpus
 from tasks.fidelity.mmd import MmdResult, median_bandwidth, mmd2_unbiased, mmd_test
 
 __all__ = [
     "CorpusSides",
-    "FidelityParams",
     "MmdResult",
     "measure_corpus",
     "median_bandwidth",

@@ -15,6 +15,8 @@ from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import pairwise_distances_chunked
 from sklearn.neighbors import NearestNeighbors
 
+from tasks.labels import multi_hot
+
 
 def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
     """||mu_x - mu_y||^2 + Tr(S_x + S_y - 2 (S_x S_y)^(1/2)) of the two samples' Gaussians.
@@ -77,13 +79,7 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, block_size: int = 2048)
 
 def label_distribution(label_sets: Sequence[Sequence[str]], codes: Sequence[str]) -> np.ndarray:
     """Label counts over the label space (codes outside it are ignored)."""
-    index = {c: i for i, c in enumerate(codes)}
-    counts = np.zeros(len(codes), dtype=np.float64)
-    for labels in label_sets:
-        for lab in labels:
-            if lab in index:
-                counts[index[lab]] += 1
-    return counts
+    return multi_hot(label_sets, codes).sum(axis=0).astype(np.float64)
 
 
 def label_divergence(

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens (letters, digits, underscore), the unit of every n-gram here."""
-    return _WORD.findall(text.lower())
-
-
-def ngrams(tokens: Sequence[str], n: int) -> Iterator[tuple[str, ...]]:
-    """The word n-grams of a token list, in order."""
-    return zip(*(tokens[i:] for i in range(n)), strict=False)
+from tasks.text import (
+    NEAR_DUP_NUM_PERM,
+    NEAR_DUP_SHINGLE,
+    near_duplicate_pairs,
+    ngrams,
+    normalize_text,
+    words,
+)
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -47,31 +43,22 @@ def dispersion(emb: np.ndarray) -> float:
     return float(1.0 - mean_cos)
 
 
-def _shingles(text: str, size: int) -> set[bytes]:
-    toks = words(text)
-    if len(toks) < size:
-        return {" ".join(toks).encode()} if toks else set()
-    return {" ".join(g).encode() for g in ngrams(toks, size)}
-
-
 def near_duplicate_rate(
     texts: Sequence[str],
     threshold: float = 0.8,
-    num_perm: int = 128,
-    shingle: int = 3,
+    num_perm: int = NEAR_DUP_NUM_PERM,
+    shingle: int = NEAR_DUP_SHINGLE,
     seed: int = 1,
 ) -> dict:
-    """Share of rows that have an exact or a near duplicate (MinHash Jaccard >= threshold).
+    """Share of rows that have an exact or a near duplicate (word-shingle Jaccard >= threshold).
 
-    Candidates come from MinHash LSH (datasketch) over word `shingle`-grams; each candidate pair
-    is confirmed by its MinHash Jaccard estimate, so LSH false positives do not count.
+    Both rows of a pair count. The pairs are those of `tasks.text.near_duplicate_pairs`, the
+    test the generation filter applies, so the two agree on what a near duplicate is.
     """
-    from datasketch import MinHash, MinHashLSH
-
     n = len(texts)
     if n == 0:
         return {"exact_duplicate_rate": 0.0, "near_duplicate_rate": 0.0}
-    normalized = [" ".join(words(t)) for t in texts]
+    normalized = [normalize_text(t) for t in texts]
     first: dict[str, int] = {}
     exact = np.zeros(n, dtype=bool)
     for i, t in enumerate(normalized):
@@ -79,14 +66,10 @@ def near_duplicate_rate(
             exact[i] = exact[first[t]] = True
         else:
             first[t] = i
-    hashes = MinHash.bulk([_shingles(t, shingle) for t in texts], num_perm=num_perm, seed=seed)
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     near = exact.copy()
-    for i, mh in enumerate(hashes):
-        for j in lsh.query(mh):
-            if mh.jaccard(hashes[j]) >= threshold:
-                near[i] = near[j] = True
-        lsh.insert(i, mh)
+    pairs = near_duplicate_pairs(texts, threshold, shingle=shingle, num_perm=num_perm, seed=seed)
+    for i, j, _ in pairs:
+        near[i] = near[j] = True
     return {
         "exact_duplicate_rate": float(exact.mean()),
         "near_duplicate_rate": float(near.mean()),

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from tasks.fidelity.diversity import ngrams, words
+from tasks.labels import multi_hot
+from tasks.text import ngrams, words
 
 
 def top_keywords(
@@ -33,8 +34,9 @@ def top_keywords(
     vocab = np.array(vec.get_feature_names_out())
     order = np.argsort(vocab)  # stable alphabetical tie-break below
     out: dict[str, list[str]] = {}
-    for code in codes:
-        has = np.array([code in ls for ls in label_sets], dtype=bool)
+    y = multi_hot(label_sets, codes).astype(bool)
+    for j, code in enumerate(codes):
+        has = y[:, j]
         if not has.any():
             out[code] = []
             continue

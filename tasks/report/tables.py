@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from config.trials import AUGMENTED_ARMS
 from tasks.inference import (
     DocResampler,
     Estimate,
@@ -27,7 +28,6 @@ from tasks.inference import (
 )
 from tasks.stats import bh_qvalues
 
-AUGMENTED_ARMS = ("real_plus_synthetic", "filtered", "fixed_budget", "ensemble")
 #: The columns that name a grid cell (a trial without its draw and seed).
 CELL = [
     "regime",

@@ -1,12 +1,9 @@
 """embed_texts with the embedded MiniLM: local path, Ray Data actors, and the cache."""
 
 import numpy as np
-import pytest
 
 import orchestrator.embeddings as emb
 from config.fidelity import EncoderConfig
-
-pytestmark = pytest.mark.integration
 
 TEXTS = [
     "A wheelchair with motorized wheels and a joystick controller.",

@@ -4,14 +4,12 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 from typer.testing import CliRunner
 
-from orchestrator.cache import Manifest, write_json_atomic
+from orchestrator.cache import Manifest
 from orchestrator.cli import app
-
-pytestmark = pytest.mark.integration
+from tasks.files import write_json_atomic
 
 REGIME = "r40"
 

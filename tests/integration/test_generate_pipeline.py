@@ -20,7 +20,7 @@ from config.generation import VllmGenerator
 from orchestrator.generation import ShardStore, run_generation
 from tasks.prompts import PromptRow
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 TOPICS = ["a bicycle brake", "a hearing aid", "a wheelchair lift", "a braille display"]
 

@@ -11,8 +11,6 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 
-pytestmark = pytest.mark.integration
-
 REGIME = "r12"
 
 

@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 from ray_head import ray_head
 
-pytestmark = pytest.mark.integration
-
 REPO = Path(__file__).resolve().parents[2]
 
 

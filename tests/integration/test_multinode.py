@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = {"num_cpus": 2, "resources": {"sim_gpu": 1}, "object_store_memory": 200 * 1024**2}
@@ -90,7 +90,7 @@ def test_study_completes_exactly_after_losing_a_node_mid_generation_and_mid_grid
     assert results.trial_id.is_unique
     # The exact planned ids: 6 seeds of real_only, real_plus_synthetic and its control.
     from config import load_config
-    from orchestrator.trials import expand_grid
+    from tasks.trials.grid import expand_grid
 
     cfg = load_config(REPO / "tests/data/multinode.yaml")
     assert set(results.trial_id) == {c.trial_id for c in expand_grid(cfg, corpora=[corpus])}

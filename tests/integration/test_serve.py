@@ -13,10 +13,9 @@ from hypothesis import strategies as st
 
 from config.serve import ServeConfig
 from serve.demo import make_demo_run
-from serve.launch import free_port, start_server, stop_server
+from serve.launch import start_server, stop_server
 from tasks.checkpoint import load_classifier
-
-pytestmark = pytest.mark.integration
+from tasks.net import free_port
 
 CFG = ServeConfig(
     max_texts=8, max_text_chars=2000, max_body_bytes=64_000, batch_wait_timeout_s=0.05

@@ -11,9 +11,8 @@ import httpx
 import pytest
 
 from serve.demo import make_demo_run
-from serve.launch import free_port
+from tasks.net import free_port
 
-pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -8,13 +8,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
-import pytest
 import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-
-pytestmark = pytest.mark.integration
 
 
 def _config(tmp_path: Path, source: Path) -> Path:
@@ -52,8 +49,9 @@ def test_setfit_real_only_trial_runs_and_its_checkpoint_serves(tmp_path, uspto_p
     import ray
 
     from config.serve import ServeConfig
-    from serve.launch import free_port, start_server, stop_server
+    from serve.launch import start_server, stop_server
     from tasks.checkpoint import load_classifier
+    from tasks.net import free_port
 
     cfg = _config(tmp_path, uspto_path)
     for stage in ("prepare", "trials"):

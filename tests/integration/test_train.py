@@ -1,4 +1,5 @@
-"""fit_finetune on a local Ray: DDP over two gloo workers, inside a Tune trial, DeepSpeed ZeRO."""
+"""Fine-tuning on Ray Train (`train_on_ray`, `fit_finetune`) on a local Ray: DDP over two gloo
+workers, inside a Tune trial, DeepSpeed ZeRO."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 from tiny_bert import LABELS, build_tiny_bert, make_texts
 
 from config.trials import DeepSpeedConfig, FinetuneFamily
-from orchestrator.train import fit_finetune, label_matrix, train_and_score
-
-pytestmark = pytest.mark.integration
+from orchestrator.train import fit_finetune, train_on_ray
+from tasks.finetune import FinetuneJob
+from tasks.trials.inputs import TrialSettings, label_matrix
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,24 @@ def frame(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"text": texts, "labels": label_sets})
 
 
+def job(family, train, val, cache, score_sets) -> FinetuneJob:
+    """A bce, fp32, sdpa, seed-0 fine-tune of `train` validated on `val`."""
+    return FinetuneJob(
+        family=family,
+        train_texts=train["text"].tolist(),
+        train_y=label_matrix(train, LABELS),
+        val_texts=val["text"].tolist(),
+        val_y=label_matrix(val, LABELS),
+        labels=LABELS,
+        loss="bce",
+        precision="fp32",
+        attention="sdpa",
+        seed=0,
+        cache_dir=str(cache),
+        score_sets=score_sets,
+    )
+
+
 def test_label_matrix_follows_label_order():
     df = pd.DataFrame({"text": ["a", "b"], "labels": [["H04R"], ["G09B", "A61G", "X99Z"]]})
     np.testing.assert_array_equal(label_matrix(df, LABELS), [[0, 1, 0], [1, 0, 1]])
@@ -55,11 +74,10 @@ def test_two_gloo_workers_train_and_return_the_classifier(ray_local, tiny, tmp_p
     test = frame(24, 5)["text"].tolist()
     (tmp_path / "runs").mkdir()
     # Train's storage as a URI, as a cluster's shared storage is given (s3://, gs://).
-    fit = train_and_score(
-        family, train, val, LABELS, "bce", "fp32", "sdpa", 0, tmp_path / "cache",
-        f"file://{tmp_path / 'runs'}", score_sets={"test": test},
-        custom_per_worker={"train_slot": 1},
-    )  # fmt: skip
+    fit = train_on_ray(
+        job(family, train, val, tmp_path / "cache", {"test": test}),
+        TrialSettings(custom={"train_slot": 1}, storage_dir=f"file://{tmp_path / 'runs'}"),
+    )
     clf = fit.classifier
     # Scored on rank 0 of the Train run: the same numbers as the classifier scoring here.
     p, e = fit.scores["test"]
@@ -142,10 +160,10 @@ def test_deepspeed_zero_on_cpu_with_two_workers(ray_local, tiny, tmp_path, zero_
     )
     train, val = frame(192, 5), frame(32, 6)
     test = frame(24, 5)["text"].tolist()
-    fit = train_and_score(
-        family, train, val, LABELS, "bce", "fp32", "sdpa", 0, tmp_path / "cache", tmp_path / "runs",
-        score_sets={"test": test},
-    )  # fmt: skip
+    fit = train_on_ray(
+        job(family, train, val, tmp_path / "cache", {"test": test}),
+        TrialSettings(storage_dir=str(tmp_path / "runs")),
+    )
     clf = fit.classifier
     # Scored on rank 0 of the Train run: the same numbers as the classifier scoring here.
     p, e = fit.scores["test"]

@@ -9,10 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.integration
-
 
 def test_lost_worker_gets_another_pass_and_own_errors_do_not(tmp_path):
     import ray

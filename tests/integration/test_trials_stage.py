@@ -17,10 +17,9 @@ import yaml
 from tiny_bert import build_tiny_bert
 from typer.testing import CliRunner
 
-from orchestrator.cache import Manifest, write_json_atomic
+from orchestrator.cache import Manifest
 from orchestrator.cli import app
-
-pytestmark = pytest.mark.integration
+from tasks.files import write_json_atomic
 
 REGIME = "r40"
 REPO = Path(__file__).resolve().parents[2]
@@ -167,9 +166,9 @@ def test_cheap_families_every_arm_with_its_volume_control(tmp_path, uspto_path):
     assert ens_ctl.arm == "duplicate_to_match" and ens_ctl.n_train == ens.n_train
     assert len(load_classifier(out / ens_ctl.checkpoint).members) == 2
     # Every trial leaves its test predictions for the report's document bootstrap.
-    from orchestrator.trials_fit import read_predictions
+    from tasks.artifacts import load_predictions
 
-    pred = read_predictions(out / "predictions" / f"{ens.trial_id}.npz")
+    pred = load_predictions(out / "predictions" / f"{ens.trial_id}.npz")
     assert pred["test_proba"].shape == (len(pred["test_ndcg"]), 6)
     assert pred["test_ndcg"].mean() == pytest.approx(ens.test_ndcg10, abs=1e-5)
     assert ens_clf.meta["metrics"]["test_micro_f1"] == pytest.approx(ens.test_micro_f1)
@@ -219,7 +218,7 @@ def _hand_made_draws(run_dir: Path, draws: int) -> list[dict]:
 
 def test_two_regime_draws_each_train_on_their_own_real_rows(tmp_path, uspto_path):
     from config import load_config
-    from orchestrator.trials import expand_grid
+    from tasks.trials.grid import expand_grid
 
     trials = {
         "families": [CHEAP[1]],
@@ -258,6 +257,65 @@ def test_two_regime_draws_each_train_on_their_own_real_rows(tmp_path, uspto_path
         for d in (one, two)
     ]
     assert probs[0].shape == probs[1].shape and not (probs[0] == probs[1]).all()
+
+
+def test_each_frozen_head_embeds_with_its_own_encoder(tmp_path, uspto_path):
+    """Two frozen heads whose encoders differ (MiniLM at 32 and 64 tokens): each trains on and
+    records its own encoder, so their checkpoints, embeddings and probabilities differ."""
+    from tasks.artifacts import load_predictions
+    from tasks.checkpoint import load_classifier, read_classifier_json
+
+    heads = [
+        {"kind": "frozen_head", "name": f"head{n}", "epochs": 30,
+         "encoder": {"model": "embedded:minilm-l6", "max_length": n}}
+        for n in (32, 64)
+    ]  # fmt: skip
+    trials = {"families": heads, "arms": ["real_only"], "resources": {"cpus": 1}}
+    cfg = _prepared(tmp_path, uspto_path, trials, n_corpora=1)
+    res = CliRunner().invoke(app, ["trials", str(cfg)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "runs" / "tr" / "trials"
+    df = pd.read_parquet(out / "results.parquet").set_index("family")
+    assert set(df.status) == {"ok"} and sorted(df.index) == ["head32", "head64"]
+    test = pd.read_parquet(tmp_path / "runs" / "tr" / "prepare" / "test.parquet")
+    texts = test.text.tolist()[:8]
+    probs, embs = {}, {}
+    for name, n in (("head32", 32), ("head64", 64)):
+        ckpt = out / df.loc[name].checkpoint
+        doc = read_classifier_json(ckpt)
+        assert doc["family_config"]["encoder"] == {"model": "embedded:minilm-l6", "max_length": n}
+        clf = load_classifier(ckpt)
+        probs[name] = load_predictions(out / "predictions" / f"{df.loc[name].trial_id}.npz")
+        # The trial scored with the encoder it saved: its recorded test probabilities are the
+        # checkpoint's own (float16 in the predictions file).
+        np.testing.assert_allclose(
+            probs[name]["test_proba"][:8], clf.predict_proba(texts), atol=2e-3
+        )
+        embs[name] = clf.embed(texts)
+    assert not np.allclose(embs["head32"], embs["head64"], atol=1e-3)
+    assert not np.allclose(probs["head32"]["val_proba"], probs["head64"]["val_proba"], atol=1e-3)
+
+
+def test_a_rerun_reuses_the_trials_whose_key_is_unchanged(tmp_path, uspto_path):
+    trials = {"families": [CHEAP[1]], "seeds": [0], "ratios": [0.5], "resources": {"cpus": 1}}
+    cfg = _prepared(tmp_path, uspto_path, trials, n_corpora=1)
+    res = CliRunner().invoke(app, ["trials", str(cfg)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "runs" / "tr" / "trials"
+    first = pd.read_parquet(out / "results.parquet").set_index("trial_id")
+    assert len(first) == 3 and first.trial_key.str.len().eq(24).all()
+    # A second seed: a new stage fingerprint, but seed 0's trials are the same trials.
+    res = CliRunner().invoke(app, ["trials", str(cfg), "trials.seeds=[0,1]"])
+    assert res.exit_code == 0, res.output
+    again = pd.read_parquet(out / "results.parquet").set_index("trial_id")
+    assert len(again) == 6 and set(again.status) == {"ok"}
+    for tid, row in first.iterrows():
+        assert again.loc[tid].trained_at == row.trained_at, f"{tid} was trained again"
+        assert again.loc[tid].trial_key == row.trial_key
+        assert (out / again.loc[tid].checkpoint / "classifier.json").is_file()
+        assert (out / "predictions" / f"{tid}.npz").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rows"]["reused"] == 3 and manifest["rows"]["ok"] == 6
 
 
 @pytest.mark.slow  # about 2.5 minutes on 2 shared cores: two driver runs

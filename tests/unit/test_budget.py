@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -11,9 +12,13 @@ from pydantic import ValidationError
 from tiny_bert import FILLER, LABELS, WORDS, make_texts
 
 from config import StudyConfig
+from config.fidelity import EncoderConfig
 from config.trials import FrozenHeadFamily, TfidfLinearFamily
-from orchestrator.trials import TrialCell, check_unique, expand_grid
-from orchestrator.trials_fit import RESULT_COLUMNS, TrialData, run_cell
+from tasks.artifacts import RESULT_COLUMNS
+from tasks.trials.families import build_family
+from tasks.trials.grid import TrialCell, check_unique, expand_grid
+from tasks.trials.inputs import Embeddings, EncoderKey, EvalData, TrialInputs, TrialSettings
+from tasks.trials.recipe import CLASSIFIER, run_trial
 
 GEN = {
     "generators": [{"kind": "vllm", "name": "g", "model": "embedded:smollm2-135m"}],
@@ -115,27 +120,28 @@ def bag_of_words(texts: list[str]) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
 
 
+ENCODER = EncoderConfig(model="embedded:minilm-l6", max_length=64)
+
+
 @pytest.fixture
-def data() -> TrialData:
+def data() -> TrialInputs:
     real, test = table(40, 1, "r"), table(60, 3, "t")
     val = table(80, 2, "v")
     # G09B keeps only 3 val positives: below K=5, it must get the global threshold.
     rare = val.labels.map(lambda s: "G09B" in s)
     val = pd.concat([val[~rare], val[rare].head(3)], ignore_index=True)
     texts = sorted(set(real.text) | set(val.text) | set(test.text))
-    return TrialData(
+    key = EncoderKey.of(ENCODER)
+    shared = EvalData(
         labels=LABELS,
         names=LABELS,
-        real={"r40": real},
-        corpora={},
         val=val,
         test=test,
-        emb_index={t: i for i, t in enumerate(texts)},
-        emb=bag_of_words(texts),
-        encoder={"model": "embedded:minilm-l6", "max_length": 64},
         thresholds="per_label_where_supported",
         threshold_min_positives=5,
     )
+    emb = Embeddings(key, {t: i for i, t in enumerate(texts)}, bag_of_words(texts))
+    return TrialInputs(shared, real={"r40": real}, embeddings={key: emb})
 
 
 def cell(kind: str, steps: int | None = None) -> TrialCell:
@@ -146,11 +152,12 @@ def cell(kind: str, steps: int | None = None) -> TrialCell:
 
 @pytest.mark.parametrize(("steps", "budget", "taken"), [(None, "epochs", 2 * 2), (25, "steps", 25)])
 def test_frozen_head_trial_records_its_budget_and_steps(data, tmp_path, steps, budget, taken):
-    fam = FrozenHeadFamily(name="frozen_head", epochs=2, steps=steps)
-    row = run_cell(cell("frozen_head", steps), data, fam, tmp_path / "ckpt", {"threads": 1})
+    fam = FrozenHeadFamily(name="frozen_head", epochs=2, steps=steps, encoder=ENCODER)
+    one = cell("frozen_head", steps)
+    row = asdict(run_trial(one, build_family(fam), data, TrialSettings(threads=1), tmp_path))
     assert list(row) == [k for k in RESULT_COLUMNS if k in row]
     assert (row["budget"], row["train_steps"]) == (budget, taken)  # 40 rows: 2 batches/epoch
-    doc = json.loads((tmp_path / "ckpt" / "classifier.json").read_text())
+    doc = json.loads((tmp_path / CLASSIFIER / "classifier.json").read_text())
     assert doc["provenance"]["train_steps"] == taken
 
 
@@ -158,11 +165,12 @@ def test_served_thresholds_follow_the_support_rule(data, tmp_path):
     from serve.server import ClassifierServer
     from tasks.evaluation import choose_thresholds, global_threshold, per_label_thresholds
 
-    row = run_cell(cell("tfidf_linear"), data, TfidfLinearFamily(), tmp_path / "ckpt", {})
-    assert (row["budget"], row["train_steps"]) == ("epochs", None)
-    server = ClassifierServer({"checkpoint": str(tmp_path / "ckpt"), "trial_id": "t"})
-    y_val = data.y(data.val)
-    p_val = server.predict_proba(data.val.text.tolist())
+    family = build_family(TfidfLinearFamily())
+    row = run_trial(cell("tfidf_linear"), family, data, TrialSettings(), tmp_path)
+    assert (row.budget, row.train_steps) == ("epochs", None)
+    server = ClassifierServer({"checkpoint": str(tmp_path / CLASSIFIER), "trial_id": "t"})
+    y_val = data.shared.y(data.shared.val)
+    p_val = server.predict_proba(data.shared.val.text.tolist())
     assert y_val.sum(0).tolist()[2] == 3  # G09B: under K
     expected = choose_thresholds(y_val, p_val, "per_label_where_supported", 5)
     np.testing.assert_allclose(server.thresholds, expected)

@@ -25,38 +25,6 @@ def test_commit_is_atomic_and_replaces(tmp_path):
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["prepare"]
 
 
-def test_fingerprint_changes_with_config_inputs_and_upstream(tmp_path):
-    store = RunStore(tmp_path)
-    src = tmp_path / "in.txt"
-    src.write_text("x")
-    fp1, _, _ = store.fingerprint("prepare", {"k": 1}, [], {"source": src})
-    assert store.fingerprint("prepare", {"k": 1}, [], {"source": src})[0] == fp1
-    assert store.fingerprint("prepare", {"k": 2}, [], {"source": src})[0] != fp1
-    src.write_text("y")
-    assert store.fingerprint("prepare", {"k": 1}, [], {"source": src})[0] != fp1
-    tmp = store.begin("prepare")
-    store.commit("prepare", tmp, _manifest("prepare", "up1"))
-    d1, up, _ = store.fingerprint("generate", {}, ["prepare"])
-    assert up == {"prepare": "up1"}
-    tmp = store.begin("prepare")
-    store.commit("prepare", tmp, _manifest("prepare", "up2"))
-    assert store.fingerprint("generate", {}, ["prepare"])[0] != d1
-
-
-def test_states_mark_downstream_stale(tmp_path):
-    store = RunStore(tmp_path)
-    store.commit("prepare", store.begin("prepare"), _manifest("prepare", "p1"))
-    store.commit(
-        "generate", store.begin("generate"), _manifest("generate", "g1", {"prepare": "p1"})
-    )
-    deps = {"prepare": (), "generate": ("prepare",), "trials": ("generate",)}
-    st = {s.stage: s.state for s in store.states(["prepare", "generate", "trials"], deps)}
-    assert st == {"prepare": "done", "generate": "done", "trials": "missing"}
-    store.commit("prepare", store.begin("prepare"), _manifest("prepare", "p2"))
-    st = {s.stage: s.state for s in store.states(["prepare", "generate", "trials"], deps)}
-    assert st["generate"] == "stale"
-
-
 def test_killed_write_leaves_nothing_that_looks_complete(tmp_path):
     """SIGKILL a process in the middle of a stage write: no stage folder, no manifest."""
     repo = Path(__file__).resolve().parents[2]

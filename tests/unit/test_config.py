@@ -92,14 +92,18 @@ def test_regime_draws_default_bounds_and_key_clash(tmp_path):
         load_config(_write(tmp_path, tree), ["data.regime_draws=2"])
 
 
-def test_one_regime_draw_keeps_the_prepare_fingerprint(tmp_path):
-    from orchestrator.stages.prepare import PrepareStage
+def test_regime_draws_change_the_prepare_fingerprint(tmp_path):
+    from orchestrator.stages import study_graph
 
     path = _write(tmp_path, MINIMAL)
-    subset = PrepareStage().config_subset
-    # A study written before regime draws existed has no `regime_draws` in its manifest.
-    assert "regime_draws" not in subset(load_config(path))
-    assert subset(load_config(path, ["data.regime_draws=2"]))["regime_draws"] == 2
+    (tmp_path / "x.jsonl").write_text("")
+
+    def view(*overrides):
+        return study_graph(load_config(path, list(overrides))).config_view("prepare")
+
+    assert view()["data"]["regime_draws"] == 1
+    assert view("data.regime_draws=2")["data"]["regime_draws"] == 2
+    assert "path" not in view()["data"]["source"]  # its bytes count, not where it lies
 
 
 def test_validate_cli_exit_code_and_every_error(tmp_path):

@@ -6,13 +6,14 @@ from scipy.linalg import sqrtm
 from scipy.spatial.distance import cdist
 
 from tasks.fidelity.distribution import frechet_distance, label_divergence, prdc
-from tasks.fidelity.diversity import dispersion, distinct_n, near_duplicate_rate, words
+from tasks.fidelity.diversity import dispersion, distinct_n, near_duplicate_rate
 from tasks.fidelity.leakage import (
     keyword_audit,
     nearest_similarity,
     ngram_copy_rate,
     top_keywords,
 )
+from tasks.text import words
 
 
 def test_frechet_matches_sqrtm_reference_and_closed_form():

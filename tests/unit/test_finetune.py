@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tiny_bert import LABELS, build_tiny_bert, make_texts
 
+from config.trials import FinetuneFamily
 from tasks.checkpoint import load_classifier, save_classifier
 from tasks.finetune import check_numerics, predict_cached, tokenize_cached, train_finetune
 
 
-@dataclass
-class Family:
-    model: str
-    max_length: int = 24
-    epochs: int = 12
-    learning_rate: float = 3e-3
-    batch_size: int = 8
-    deepspeed: object = None
-    trust_remote_code: bool = False
+def family(model: str, **settings) -> FinetuneFamily:
+    """A fine-tune family of a tiny model with a fast schedule (`settings` override it)."""
+    defaults = {"max_length": 24, "epochs": 12, "learning_rate": 3e-3, "batch_size": 8}
+    return FinetuneFamily(model=model, **{**defaults, **settings})
 
 
 def make_data(n: int, seed: int) -> tuple[list[str], np.ndarray]:
@@ -80,7 +75,7 @@ def test_train_finetune_learns_separable_labels(tiny_model, tmp_path):
     val_x, val_y = make_data(32, seed=2)
     epochs: list[tuple[int, dict]] = []
     clf = train_finetune(
-        Family(tiny_model),
+        family(tiny_model),
         train_x,
         train_y,
         val_x,
@@ -109,7 +104,7 @@ def test_train_finetune_learns_separable_labels(tiny_model, tmp_path):
 
 def test_train_finetune_same_seed_same_model(tiny_model, tmp_path):
     x, y = make_data(24, seed=3)
-    fam = Family(tiny_model, epochs=2)
+    fam = family(tiny_model, epochs=2)
     runs = [
         train_finetune(fam, x, y, x[:8], y[:8], LABELS, "asymmetric", "fp32", "sdpa", 7, tmp_path)
         for _ in range(2)
@@ -126,7 +121,7 @@ def test_train_finetune_bf16_keeps_fp32_weights_and_saves(tiny_model, tmp_path):
 
     x, y = make_data(24, seed=4)
     clf = train_finetune(
-        Family(tiny_model, epochs=2),
+        family(tiny_model, epochs=2),
         x,
         y,
         x[:8],
@@ -149,14 +144,14 @@ def test_train_finetune_rejects_mismatched_labels(tiny_model, tmp_path):
     x, y = make_data(8, seed=5)
     with pytest.raises(ValueError, match="train_y has shape"):
         train_finetune(
-            Family(tiny_model), x, y[:, :2], x, y, LABELS, "bce", "fp32", "eager", 0, tmp_path
+            family(tiny_model), x, y[:, :2], x, y, LABELS, "bce", "fp32", "eager", 0, tmp_path
         )
 
 
 def test_train_finetune_embedded_minilm(tmp_path: Path):
     """One epoch of the embedded MiniLM (22M parameters) on 16 short texts, then a round trip."""
     x, y = make_data(16, seed=6)
-    fam = Family("embedded:minilm-l6", max_length=16, epochs=1, learning_rate=5e-5)
+    fam = family("embedded:minilm-l6", max_length=16, epochs=1, learning_rate=5e-5)
     clf = train_finetune(
         fam, x, y, x[:8], y[:8], LABELS, "weighted_bce", "fp32", "sdpa", 0, tmp_path
     )
@@ -181,3 +176,44 @@ def test_epoch_sums_reduce_on_the_groups_device(tmp_path):
         assert _mean_across(9.0, 3, distributed=True) == 3.0
     finally:
         dist.destroy_process_group()
+
+
+def test_finetune_family_trains_through_its_injected_trainer(tiny_model, tmp_path):
+    """The family hands its `FinetuneJob` to the trainer it was built with (the stage passes Ray
+    Train); the default trains in this process. The trial's scores are the checkpoint's own."""
+    import pandas as pd
+
+    from tasks.artifacts import load_predictions
+    from tasks.finetune import FinetuneJob, train_in_process
+    from tasks.trials.families import build_family
+    from tasks.trials.grid import TrialCell
+    from tasks.trials.inputs import EvalData, TrialInputs, TrialSettings
+    from tasks.trials.recipe import CLASSIFIER, PREDICTIONS, read_row, run_trial
+
+    def table(n: int, seed: int) -> pd.DataFrame:
+        texts, sets = make_texts(n, seed)
+        return pd.DataFrame(
+            {"id": [f"{seed}-{i}" for i in range(n)], "text": texts, "labels": sets}
+        )
+
+    real, val, test = table(40, 1), table(16, 2), table(12, 3)
+    inputs = TrialInputs(EvalData(LABELS, LABELS, val=val, test=test, cache_dir=str(tmp_path)),
+                         real={"r40": real})  # fmt: skip
+    calls = []
+
+    def trainer(job: FinetuneJob, settings: TrialSettings):
+        calls.append((job, settings))
+        return train_in_process(job, settings)
+
+    cell = TrialCell("r40", "real_only", "ft", "finetune", "bce", "fp32", "eager", 0, 40, 40)
+    cell.assign_id()
+    fam = build_family(family(tiny_model, epochs=2), trainer=trainer)
+    row = run_trial(cell, fam, inputs, TrialSettings(cpus=2), tmp_path / "t")
+    ((job, settings),) = calls
+    assert settings.cpus == 2 and job.train_y.shape == (40, 3) and job.val_y.shape == (16, 3)
+    assert set(job.score_sets) == {"val", "test"}
+    assert row.status == "ok" and row.train_steps == 2 * 5  # 40 rows in batches of 8
+    assert read_row(tmp_path / "t") == row
+    clf = load_classifier(tmp_path / "t" / CLASSIFIER)
+    pred = load_predictions(tmp_path / "t" / PREDICTIONS)
+    np.testing.assert_allclose(pred["test_proba"], clf.predict_proba(test.text.tolist()), atol=2e-3)

@@ -14,10 +14,9 @@ from orchestrator.generation import (
     cpu_has_native_bf16,
     engine_dtype,
     pending,
-    processor_config,
     request_row,
 )
-from orchestrator.stages.generate import corpus_rows, planned_rows
+from orchestrator.stages.generate import corpus_rows
 from tasks.prompts import PromptRow
 
 
@@ -118,9 +117,9 @@ def test_request_row_and_postprocess_carry_seed_and_finish_reason():
 def test_planned_rows_cover_the_largest_ratio_plus_headroom():
     gens = [{"kind": "vllm", "name": "g", "model": "embedded:smollm2-135m"}]
     cfg = GenerationConfig(generators=gens, ratios=[1, 2, 0.5])
-    assert planned_rows(cfg, 48) == 96
+    assert cfg.planned_rows(48) == 96
     cfg = GenerationConfig(generators=gens, ratios=[1, 2], headroom=0.25)
-    assert planned_rows(cfg, 48) == 120
+    assert cfg.planned_rows(48) == 120
 
 
 def test_corpus_rows_join_results_with_provenance_and_mask_names():
@@ -147,6 +146,7 @@ def test_corpus_rows_join_results_with_provenance_and_mask_names():
 @pytest.mark.parametrize("field", ["concurrency", "batch_size", "kv_cache_gib"])
 def test_scheduling_fields_do_not_change_the_stage_fingerprint(field):
     from config import StudyConfig
+    from orchestrator.stages import study_graph
     from orchestrator.stages.generate import GenerateStage
 
     def cfg(**gen):
@@ -158,10 +158,11 @@ def test_scheduling_fields_do_not_change_the_stage_fingerprint(field):
             }
         )
 
-    stage = GenerateStage()
-    assert stage.config_subset(cfg()) == stage.config_subset(cfg(**{field: 4}))
-    assert stage.config_subset(cfg()) != stage.config_subset(cfg(max_tokens=99))
-    assert stage.config_subset(cfg())["regimes"] == ["r8"]
+    def view(c):
+        return study_graph(c).config_view(GenerateStage.name)
+
+    assert view(cfg()) == view(cfg(**{field: 4}))
+    assert view(cfg()) != view(cfg(max_tokens=99))
 
 
 def test_placement_group_splits_an_actors_gpus_over_tensor_parallel_workers():
@@ -242,12 +243,6 @@ def test_a_template_without_a_system_role_gets_it_in_the_first_user_turn(tmp_pat
     assert [render(r) for r in (_row(0), _row(1))] == ["<user>s\n\nu<model>"] * 2
 
 
-def test_processor_leaves_templating_and_tokenizing_to_the_driver_and_engine():
-    cfg = processor_config(VllmGenerator(name="g", model="embedded:smollm2-135m"), "/m")
-    for stage in (cfg.chat_template_stage, cfg.tokenize_stage, cfg.detokenize_stage):
-        assert stage is False or getattr(stage, "enabled", True) is False
-
-
 def test_an_engine_actor_that_cannot_fit_is_an_error_on_a_fixed_cluster(caplog):
     two = {"CPU": 2.0, "memory": 1e10}
     check_fits(VllmGenerator(name="g", model="m", num_cpus_per_actor=1), two, fixed=True)
@@ -260,11 +255,3 @@ def test_an_engine_actor_that_cannot_fit_is_an_error_on_a_fixed_cluster(caplog):
     # A cluster that can grow: the autoscaler may add the node, so only a warning.
     check_fits(gpu, two, fixed=False)
     assert "waiting for the autoscaler" in caplog.text
-
-
-def test_engine_actors_get_the_hub_token_when_the_driver_has_one(monkeypatch):
-    gen = VllmGenerator(name="g", model="embedded:smollm2-135m")
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    assert "HF_TOKEN" not in processor_config(gen, "/m").runtime_env["env_vars"]
-    monkeypatch.setenv("HF_TOKEN", "hf_test")
-    assert processor_config(gen, "/m").runtime_env["env_vars"]["HF_TOKEN"] == "hf_test"

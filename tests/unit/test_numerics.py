@@ -17,7 +17,9 @@ TEXTS = [
 
 
 def test_skip_reasons_on_cpu_name_the_field():
-    assert skip_reason("fp16", "sdpa", "cpu") == "precision=fp16 needs CUDA (device=cpu)"
+    assert skip_reason("fp16", "sdpa", "cpu") == (
+        "precision=fp16 with attention=sdpa needs CUDA (device=cpu)"
+    )
     assert "attention=flash_attention_2 needs CUDA" in skip_reason(
         "bf16", "flash_attention_2", "cpu"
     )
@@ -75,7 +77,9 @@ def test_guard_measures_and_flags_against_fp32_eager(tiny_model):  # noqa: F811
         assert 1e-4 < bf16["max_abs_diff"] < 0.5 and bf16["flagged"] is True
         assert bf16["mean_abs_diff"] <= bf16["max_abs_diff"]
         fp16 = by_pair["fp16", attention]
-        assert fp16["skipped_reason"] == "precision=fp16 needs CUDA (device=cpu)"
+        assert fp16["skipped_reason"] == (
+            f"precision=fp16 with attention={attention} needs CUDA (device=cpu)"
+        )
         assert fp16["max_abs_diff"] is None and fp16["flagged"] is False
     assert flagged_pairs(rows) == [("bf16", "eager"), ("bf16", "sdpa")]
     # A looser tolerance lets bf16 through.

@@ -106,13 +106,6 @@ def test_trial_count_matches_a_hand_count(tmp_path):
     assert plan.gpu_hours == pytest.approx(20 * 36 / 3600)
 
 
-def test_paper_config_plans_without_running_anything():
-    cfg = load_config(REPO / "configs" / "paper.yaml")
-    plan = plan_study(cfg)
-    assert len(plan.generation) == 6
-    assert plan.trial_count > 0 and plan.gpu_hours > 0
-
-
 def test_generation_rows_are_what_the_stage_plans_headroom_included(tmp_path):
     # The quickstart's regimes, ratio and headroom: generate plans ceil(1 x 48 x 1.1) = 53 and
     # ceil(96 x 1.1) = 106 rows per strategy, 318 in all; the largest volume alone is 288.

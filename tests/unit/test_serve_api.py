@@ -135,12 +135,34 @@ def test_body_limit_by_header_and_by_stream(client):
 
 def test_api_key(server):
     c = _client(server, api_key_sha256=hash_key("s3cret"))
-    assert c.post("/v1/classify", json={"texts": ["a"]}).status_code == 401
+    missing = c.post("/v1/classify", json={"texts": ["a"]})
+    assert missing.status_code == 401
+    assert missing.json()["detail"] == "missing or wrong X-API-Key header"
     bad = c.post("/v1/classify", json={"texts": ["a"]}, headers={"X-API-Key": "nope"})
-    assert bad.status_code == 401
+    assert bad.status_code == 401 and bad.json() == missing.json()
     ok = c.post("/v1/classify", json={"texts": ["a"]}, headers={"X-API-Key": "s3cret"})
     assert ok.status_code == 200
+    # The key is checked before the body: an invalid body without it learns nothing.
+    assert c.post("/v1/classify", json={"texts": []}).status_code == 401
+    for path in ("/v1/labels", "/v1/model", "/metrics"):
+        assert c.get(path).status_code == 401, path
+        assert c.get(path, headers={"X-API-Key": "s3cret"}).status_code == 200, path
     assert c.get("/healthz").status_code == 200  # probes stay open
+    assert c.get("/readyz").status_code == 200
+    schemes = c.get("/openapi.json").json()["components"]["securitySchemes"]
+    assert schemes == {
+        "APIKeyHeader": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "The key named by serve.api_key_env.",
+        }
+    }
+
+
+def test_no_api_key_configured_means_open(client):
+    assert client.get("/v1/labels").status_code == 200
+    assert "securitySchemes" not in client.get("/openapi.json").json().get("components", {})
 
 
 def test_labels_model_and_openapi(client, server, demo):
@@ -174,6 +196,28 @@ def test_metrics_count_requests_and_model_calls(server):
     assert count("synthpat_http_requests_total", **bad) == before[1] + 1
     assert count("synthpat_model_calls_total") == calls + 1  # both texts in one call
     assert "synthpat_http_request_seconds_bucket" in c.get("/metrics").text
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, function-local imports included."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_server_and_http_layer_do_not_import_each_other():
+    """Both use serve.metrics; serve.app is the one module that binds them."""
+    folder = Path(__file__).resolve().parents[2] / "serve"
+    imports = {p.name: _imported_modules(p) for p in folder.glob("*.py")}
+    assert "serve.api" not in imports["server.py"] and "serve.server" not in imports["api.py"]
+    assert "serve.metrics" in imports["server.py"] & imports["api.py"]
+    assert {"serve.api", "serve.server"} <= imports["app.py"]
 
 
 def test_an_ensemble_checkpoint_serves_the_members_mean(demo, tmp_path):

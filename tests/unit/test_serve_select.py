@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -103,6 +104,21 @@ def test_serve_config_rules():
         ServeConfig(autoscaling={"min_replicas": 3, "max_replicas": 2})
     with pytest.raises(ValidationError, match="oversize_text"):
         ServeConfig(oversize_text="drop")
+
+
+def test_select_metric_defaults_to_the_trials_one():
+    from config import load_config
+
+    quickstart = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+    cfg = load_config(quickstart, ["trials.select_metric=val_macro_f1"])
+    assert cfg.serve.select_metric is None
+    assert cfg.serve.resolve_select_metric(cfg.trials) == "val_macro_f1"
+    assert ServeConfig().resolve_select_metric(None) == "val_micro_f1"  # the trials default
+    both = ["trials.select_metric=val_macro_f1", "serve.select_metric=val_micro_f1"]
+    cfg = load_config(quickstart, both)
+    assert cfg.serve.resolve_select_metric(cfg.trials) == "val_micro_f1"  # an explicit one wins
+    with pytest.raises(ValidationError, match="select_metric"):
+        ServeConfig(select_metric="test_micro_f1")  # nothing is chosen on test
 
 
 def test_gpu_replica_places_a_frozen_heads_encoder(tmp_path, monkeypatch, caplog):

@@ -12,9 +12,9 @@ from tiny_bert import LABELS, build_tiny_bert, make_texts
 
 from config import StudyConfig
 from config.trials import SetFitFamily, TrialsConfig
-from orchestrator.trials import expand_grid
 from tasks.checkpoint import load_classifier, save_classifier
-from tasks.setfit_family import SetFitClassifier, SetFitConfig, setfit_config, train_setfit
+from tasks.setfit_family import SetFitClassifier, train_setfit
+from tasks.trials.grid import expand_grid
 
 NAMES = ["patient transport", "hearing aids", "braille"]
 
@@ -32,7 +32,7 @@ def tiny_body(tmp_path_factory) -> str:
 def trained(tiny_body):
     texts, sets = make_texts(24, seed=0)
     # A random two-layer body learns slowly: many pairs, a high rate, a weakly regularized head.
-    cfg = SetFitConfig(
+    cfg = SetFitFamily(
         model=tiny_body, max_length=32, num_iterations=20, body_learning_rate=1e-2, C=100.0
     )
     clf = train_setfit(texts, _y(sets), cfg, seed=0, threads=1, labels=LABELS, names=NAMES)
@@ -48,10 +48,6 @@ def test_setfit_family_config_names_the_bad_field():
     fams = [{"kind": "setfit", "name": "sf", "arms": ["real_only", "filtered"]}]
     with pytest.raises(ValidationError, match=r"families\[sf\]\.arms=.*\['filtered'\] not in"):
         TrialsConfig.model_validate({"families": fams, "arms": ["real_only"]})
-    # Every SetFitConfig setting comes from the family's field of the same name; same defaults.
-    fam = SetFitFamily(name="sf", num_iterations=3, max_steps=7, C=0.5)
-    assert setfit_config(fam) == SetFitConfig(num_iterations=3, max_steps=7, C=0.5)
-    assert setfit_config(SetFitFamily()) == SetFitConfig()
 
 
 def _study(families: list[dict], losses: list[str]) -> StudyConfig:
@@ -141,7 +137,7 @@ def test_a_label_absent_from_training_gets_a_constant_low_logit(tiny_body):
     texts, sets = make_texts(16, seed=2)
     y = _y(sets)
     y[:, 2] = 0
-    cfg = SetFitConfig(model=tiny_body, max_length=32, num_iterations=1)
+    cfg = SetFitFamily(model=tiny_body, max_length=32, num_iterations=1)
     clf = train_setfit(texts, y, cfg, seed=0, threads=1, labels=LABELS, names=NAMES)
     assert clf.intercept[2] == -8.0 and not clf.coef[2].any()
     assert clf.predict_proba(texts)[:, 2].max() < 1e-3

@@ -1,7 +1,7 @@
 """tasks.stats and tasks.inference against scipy, scikit-learn and hand-worked values.
 
 Coverage, false-positive rates and BH's step-up rule are checked by simulation in
-tests/unit/test_calibration.py; here each function's values on small inputs.
+tests/integration/test_calibration.py; here each function's values on small inputs.
 """
 
 from __future__ import annotations
@@ -231,3 +231,24 @@ def test_cluster_permutation_counts_every_arrangement_of_a_sampled_design() -> N
     x, y, clusters = _clustered(np.random.default_rng(11), within=1.0, between=0.0)
     _, n = cluster_permutation_pvalue(x, y, clusters, n_permutations=99)
     assert n == math.factorial(4) ** 6
+
+
+def test_cluster_permutation_enumerates_small_designs() -> None:
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    p, n = cluster_permutation_pvalue(x, y, [0, 0, 1, 1])
+    assert n == 4  # 2! x 2!
+    assert p == pytest.approx(0.25)  # only the identity is as extreme
+    p1, n1 = cluster_permutation_pvalue(x, y, [0, 1, 2, 3])
+    assert n1 == 1 and np.isnan(p1)  # singletons: nothing to permute
+
+
+def test_bh_qvalues_match_the_step_up_rule() -> None:
+    p = [0.01, 0.04, 0.03, 0.2, np.nan]
+    q = bh_qvalues(p)
+    # sorted p 0.01, 0.03, 0.04, 0.2 (m=4): 0.04, 0.04*4/2=0.06 -> min(0.06, 0.0533) ...
+    assert q[0] == pytest.approx(0.04)
+    assert q[2] == pytest.approx(0.04 * 4 / 3)
+    assert q[1] == pytest.approx(0.04 * 4 / 3)
+    assert q[3] == pytest.approx(0.2)
+    assert np.isnan(q[4])

@@ -6,28 +6,22 @@ step on (their `on_step` hook) and on the optimizer steps they take.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 from tiny_bert import LABELS, build_tiny_bert, make_texts
 
 import tasks.finetune
+from config.trials import FinetuneFamily, FrozenHeadFamily
 from tasks.finetune import train_finetune
 from tasks.finetune_engine import TrainEngine
-from tasks.heads import HeadConfig, train_frozen_head
+from tasks.heads import train_frozen_head
 from tasks.mixes import epoch_order, shard
 
 
-@dataclass
-class Family:
-    model: str
-    max_length: int = 16
-    epochs: int = 2
-    learning_rate: float = 1e-3
-    batch_size: int = 8
-    deepspeed: object = None
-    trust_remote_code: bool = False
+def family(model: str, **settings) -> FinetuneFamily:
+    """A fine-tune family of a tiny model with a fast schedule (`settings` override it)."""
+    defaults = {"max_length": 16, "epochs": 2, "learning_rate": 1e-3, "batch_size": 8}
+    return FinetuneFamily(model=model, **{**defaults, **settings})
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +74,7 @@ def test_frozen_head_feeds_a_fresh_block_order_each_epoch():
     x, y = head_data(40)
     blocks = np.repeat([0, 1, 2], [10, 20, 10])
     rec = Recorder()
-    cfg = HeadConfig(epochs=3, batch_size=8)
+    cfg = FrozenHeadFamily(epochs=3, batch_size=8)
     train_frozen_head(x, y, cfg, "bce", seed=5, blocks=blocks, on_step=rec)
     assert sorted(rec.epochs) == [0, 1, 2] and rec.steps == 15
     check_fed(rec.epochs, blocks, seed=5)
@@ -94,7 +88,7 @@ def test_frozen_head_feeds_a_fresh_block_order_each_epoch():
 @pytest.mark.parametrize("n", [24, 72])
 def test_frozen_head_steps_budget_is_exact_whatever_the_mix_size(n):
     x, y = head_data(n)
-    cfg = HeadConfig(epochs=2, batch_size=8)
+    cfg = FrozenHeadFamily(epochs=2, batch_size=8)
     under_steps, under_epochs = Recorder(), Recorder()
     train_frozen_head(x, y, cfg, "bce", seed=0, steps=10, on_step=under_steps)
     train_frozen_head(x, y, cfg, "bce", seed=0, on_step=under_epochs)
@@ -128,7 +122,7 @@ def counting(monkeypatch):
 
 def finetune(model, n, tmp_path, **kw):
     texts, y = text_data(n)
-    fam = Family(model)
+    fam = family(model)
     return train_finetune(
         fam, texts, y, texts[:8], y[:8], LABELS, "bce", "fp32", "sdpa", 3, tmp_path, **kw
     )

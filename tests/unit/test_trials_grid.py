@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from config import StudyConfig
 from config.trials import TrialsConfig
-from orchestrator.trials import check_unique, expand_grid
+from tasks.trials.grid import check_unique, expand_grid
 
 GEN = {
     "generators": [{"kind": "vllm", "name": "g", "model": "embedded:smollm2-135m"}],
@@ -30,6 +30,13 @@ def study(trials: dict, generation: dict | None = GEN) -> StudyConfig:
 
 def fam(kind: str, **kw) -> dict:
     return {"kind": kind, "name": kind, **kw}
+
+
+def inputs(real: dict[str, pd.DataFrame], held: pd.DataFrame):
+    """Trial inputs of label space ["A"] with `held` as val and test."""
+    from tasks.trials.inputs import EvalData, TrialInputs
+
+    return TrialInputs(EvalData(["A"], ["a"], val=held, test=held), real=real)
 
 
 def test_every_augmented_arm_has_a_control_of_exactly_its_size():
@@ -122,7 +129,7 @@ def test_each_regime_draw_is_its_own_grid_and_draw_zero_keeps_its_ids():
 
 
 def test_planned_corpora_cover_every_draw_with_the_stage_s_planned_rows():
-    from orchestrator.trials import planned_corpora, regime_keys_of
+    from tasks.trials.grid import planned_corpora, regime_keys_of
 
     cfg = _with_draws(study({"families": [fam("tfidf_linear")]}, {**GEN, "headroom": 0.1}), 3)
     corpora = planned_corpora(cfg)
@@ -139,7 +146,7 @@ def test_planned_corpora_cover_every_draw_with_the_stage_s_planned_rows():
 def test_a_cell_s_mix_reads_its_own_draw_s_real_rows():
     import pandas as pd
 
-    from orchestrator.trials_fit import TrialData, build_cell_mix
+    from tasks.trials.recipe import build_cell_mix
 
     cfg = _with_draws(study({"families": [fam("tfidf_linear")], "arms": ["real_only"]}), 2)
     cells = expand_grid(cfg)
@@ -149,9 +156,9 @@ def test_a_cell_s_mix_reads_its_own_draw_s_real_rows():
         return pd.DataFrame({"id": ids, "text": ids, "labels": [["A"]] * 40, "source": "real"})
 
     frames = {"r40": real("a"), "r40-d1": real("b")}
-    data = TrialData(["A"], ["a"], frames, {}, frames["r40"][:2], frames["r40"][:2])
+    data = inputs(frames, frames["r40"][:2])
     for cell in cells:
-        mix = build_cell_mix(cell, data)
+        mix = build_cell_mix(cell, data.for_cell(cell))
         assert set(mix.id) == set(frames[cell.regime_key].id)
 
 
@@ -168,14 +175,14 @@ def test_ensemble_arm_needs_two_corpora_and_its_control_counts_every_member():
 
 
 def test_ensemble_control_members_are_distinct_duplication_draws():
-    from orchestrator.trials_fit import TrialData, build_cell_mix
+    from tasks.trials.recipe import build_cell_mix
 
     cfg = study({"families": [fam("frozen_head")], "arms": ["ensemble"], "ratios": [1.0]})
     (ctl,) = [c for c in expand_grid(cfg) if c.arm == "duplicate_to_match"]
     real = pd.DataFrame(
         {"id": [f"p{i}" for i in range(40)], "text": ["t"] * 40, "labels": [["A"]] * 40}
     )
-    data = TrialData(["A"], ["a"], {ctl.regime_key: real}, {}, real[:2], real[:2])
+    data = inputs({ctl.regime_key: real}, real[:2]).for_cell(ctl)
     a, b = (build_cell_mix(ctl, data, m, i) for i, m in enumerate(ctl.members))
     assert len(a) == len(b) == 80 and set(a.source) == {"real"}
     assert set(a.id) == set(real.id)  # every real row at least once in each member
@@ -256,8 +263,9 @@ def test_a_family_limited_to_some_regimes_runs_only_there():
 def test_concurrent_trials_count_a_finetune_with_its_train_workers():
     from config.trials import FinetuneFamily, FrozenHeadFamily
     from orchestrator.trials_tune import concurrent_trials, trial_need
+    from tasks.trials.inputs import TrialSettings
 
-    env = {"cpus": 1.0, "gpus": 0.0, "custom": {}}
+    env = TrialSettings(cpus=1.0, gpus=0.0)
     head = FrozenHeadFamily(name="h")
     ft = FinetuneFamily(name="f", model="embedded:minilm-l6")
     ft2 = FinetuneFamily(name="f2", model="embedded:minilm-l6", num_workers=2)
@@ -267,7 +275,7 @@ def test_concurrent_trials_count_a_finetune_with_its_train_workers():
     assert concurrent_trials([trial_need(head, env), trial_need(ft, env)], {"CPU": 2.0}) == 2
     assert concurrent_trials([trial_need(head, env), trial_need(ft2, env)], {"CPU": 2.0}) == 1
     # GPUs: the scarcest resource decides; a cluster short of one trial still runs one.
-    gpu = {"cpus": 4.0, "gpus": 0.5, "custom": {"accelerator_type_l4": 0.5}}
+    gpu = TrialSettings(cpus=4.0, gpus=0.5, custom={"accelerator_type_l4": 0.5})
     cluster = {"CPU": 96.0, "GPU": 8.0, "accelerator_type_l4": 8.0}
     assert concurrent_trials([trial_need(ft, gpu)], cluster) == 16
     assert concurrent_trials([trial_need(ft, gpu)], {"CPU": 2.0, "GPU": 8.0}) == 1
@@ -276,46 +284,105 @@ def test_concurrent_trials_count_a_finetune_with_its_train_workers():
     assert trial_need(head, gpu) == {"CPU": 4.0, "accelerator_type_l4": 0.5}
 
 
-def test_trial_and_worker_bundles():
-    from orchestrator.train import worker_resources
-    from orchestrator.trials_tune import _resources
-
-    env = {"cpus": 2.0, "gpus": 0.5, "custom": {"accelerator_type_l4": 0.5}}
-    per_trial = _resources({"env": env})
-    head = per_trial({"cell": {"family_kind": "frozen_head"}})
-    assert head.bundles == [{"CPU": 2.0, "accelerator_type_l4": 0.5}]
-    assert per_trial({"cell": {"family_kind": "finetune"}}).bundles[0]["CPU"] < 0.1
-    # A fine-tune's Train workers carry the GPU and the custom resources.
-    want = {"CPU": 2.0, "GPU": 0.5, "accelerator_type_l4": 0.5}
-    assert worker_resources(2.0, 0.5, env["custom"]) == want
-    assert worker_resources(1.0, 0.0) == {"CPU": 1.0}
-
-
-@pytest.mark.parametrize("knob", [{"max_concurrent": 3}, {"reuse_actors": False}])
+@pytest.mark.parametrize(
+    "knob",
+    [
+        {"resources": {"max_concurrent": 3}},
+        {"resources": {"reuse_actors": False}},
+        {"max_failures": 3},
+        {"select_metric": "val_macro_f1"},
+        {"enabled": False},
+    ],
+)
 def test_scheduling_knobs_do_not_change_the_trials_fingerprint(knob):
+    from orchestrator.stages import study_graph
+
+    def view(**trials):
+        return study_graph(study({"families": [fam("tfidf_linear")], **trials})).config_view(
+            "trials"
+        )
+
+    assert view() == view(**knob)
+    assert view() != view(resources={"cpus": 2})
+
+
+def test_the_trials_stage_reads_no_fidelity_output():
     from orchestrator.stages.trials import TrialsStage
 
-    def cfg(**resources):
-        return study({"families": [fam("tfidf_linear")], "resources": resources})
-
-    stage = TrialsStage()
-    assert stage.config_subset(cfg()) == stage.config_subset(cfg(**knob))
-    assert stage.config_subset(cfg()) != stage.config_subset(cfg(cpus=2))
+    assert TrialsStage.reads == ("prepare", "generate")
+    assert "fidelity.encoder" in TrialsStage.fields  # the default frozen-head encoder
 
 
-def test_lost_worker_tells_a_dead_node_from_a_trials_own_error():
-    from ray import exceptions as rex
+def test_every_config_family_kind_has_a_registered_family():
+    import typing
 
-    from orchestrator.trials_tune import lost_worker
+    from config.trials import Family
+    from tasks.trials.families import kinds
 
-    assert lost_worker(rex.ActorDiedError())
-    assert lost_worker(rex.NodeDiedError("node 46fb gone"))
-    try:
-        try:
-            raise rex.WorkerCrashedError()
-        except rex.WorkerCrashedError as inner:
-            raise RuntimeError("trial failed") from inner
-    except RuntimeError as wrapped:
-        assert lost_worker(wrapped)
-    assert lost_worker(RuntimeError("ray.exceptions.ActorDiedError: The actor died unexpectedly"))
-    assert not lost_worker(ValueError("family tfidf_linear supports loss bce, not 'focal'"))
+    models = typing.get_args(typing.get_args(Family)[0])
+    assert sorted(m.model_fields["kind"].default for m in models) == list(kinds())
+
+
+def test_collect_reads_the_done_marker_or_downloads_the_reported_checkpoint(tmp_path):
+    import shutil
+
+    from orchestrator.trials_tune import TrialOutcome, collect
+    from tasks.artifacts import TrialRow
+    from tasks.trials.recipe import CLASSIFIER, PREDICTIONS, write_row
+
+    remote = tmp_path / "node2" / "t1"  # the trial's folder on a node the driver cannot see
+    (remote / CLASSIFIER).mkdir(parents=True)
+    (remote / CLASSIFIER / "classifier.json").write_text("{}")
+    (remote / PREDICTIONS).write_bytes(b"npz")
+    written = TrialRow(trial_id="t1", status="ok", val_micro_f1=0.5, train_steps=None)
+    write_row(remote, written)
+
+    class Checkpoint:  # what Tune hands back for a reported folder
+        def to_directory(self, path: str) -> None:
+            shutil.copytree(remote, path)
+
+    done = tmp_path / "done"
+    assert collect(done, "t1", None) is None
+    assert collect(done, "t1", TrialOutcome("trial failed", None)) is None
+    assert collect(done, "t1", TrialOutcome("", Checkpoint())) == written
+    assert (done / "t1" / CLASSIFIER / "classifier.json").is_file()
+    assert collect(done, "t1", None) == written  # now local: read where it is
+    # A marker whose checkpoint was moved away already is not a finished trial.
+    shutil.rmtree(done / "t1" / CLASSIFIER)
+    assert collect(done, "t1", None) is None
+
+
+def test_each_frozen_head_resolves_its_own_encoder_else_the_fidelity_one():
+    from orchestrator.stages.trials import resolved_families
+    from tasks.trials.families import build_family
+    from tasks.trials.inputs import EncoderKey
+
+    own = {"model": "embedded:minilm-l6", "max_length": 32}
+    tree = study(
+        {"families": [fam("frozen_head", name="own", encoder=own), fam("frozen_head", name="dflt")]}
+    ).model_dump()
+    tree["fidelity"] = {"encoder": {"model": "embedded:minilm-l6", "max_length": 128}}
+    families = resolved_families(StudyConfig.model_validate(tree))
+    keys = {n: EncoderKey.of(build_family(f).encoder) for n, f in families.items()}
+    assert keys == {
+        "own": ("embedded:minilm-l6", 32),
+        "dflt": ("embedded:minilm-l6", 128),  # not the first family's: the fidelity stage's
+    }
+    # Without a fidelity section: the default encoder.
+    bare = resolved_families(study({"families": [fam("frozen_head")]}))
+    assert EncoderKey.of(bare["frozen_head"].encoder) == ("embedded:minilm-l6", 256)
+
+
+def test_a_trial_refuses_to_run_without_its_family_s_embeddings():
+    from config.fidelity import EncoderConfig
+    from config.trials import FrozenHeadFamily
+    from tasks.trials.families import build_family
+
+    cfg = study({"families": [fam("frozen_head")], "arms": ["real_only"]}, generation=None)
+    (cell,) = expand_grid(cfg)
+    real = pd.DataFrame({"id": ["a"], "text": ["t"], "labels": [["A"]]})
+    family = build_family(FrozenHeadFamily(encoder=EncoderConfig(max_length=64)))
+    with pytest.raises(
+        ValueError, match=r"needs embeddings of embedded:minilm-l6 \(max_length=64\)"
+    ):
+        inputs({cell.regime_key: real}, real).for_cell(cell, family)

@@ -11,6 +11,9 @@ arms of equal size share one control cell (same regime, family, loss, numerics, 
 reached its largest volume; the trials stage passes the generated corpora's real row counts and
 the filter's kept counts so that control sizes match the mixes exactly. Trial ids are a digest of
 the cell, so the same config and corpora always give the same ids (the key of resume).
+
+What a family allows (its losses, whether precision x attention apply, its step budget) comes
+from its class in `tasks.trials.families`, so the grid names no family kind.
 """
 
 from __future__ import annotations
@@ -19,18 +22,15 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from config import StudyConfig
-from config.trials import TrialsConfig
+from config.data import regime_key
+from config.trials import AUGMENTED_ARMS, TrialsConfig, needs_cuda
 from tasks.numerics import HALF_ONLY_ATTENTION
+from tasks.trials.families import family_class
 
-AUGMENTED_ARMS = ("real_plus_synthetic", "filtered", "fixed_budget", "ensemble")
-# The two linear-model losses; focal/asymmetric have no counterpart in scikit-learn's models.
-TFIDF_LOSSES = ("bce", "weighted_bce")
-# SetFit's head is a logistic regression after a contrastive body: no training loss to choose.
-SETFIT_LOSSES = ("bce",)
-CUDA_ONLY = {"precision": ("fp16",), "attention": ("flash_attention_2",)}
+__all__ = ["AUGMENTED_ARMS", "MixKey", "TrialCell", "check_unique", "expand_grid"]
 #: Mix key (popped before a TrialCell is made) with an ensemble's member sizes.
 CONTROL_MEMBERS = "_control_member_sizes"
 #: `members` entries of an ensemble's control: `duplicate_to_match-<i>-<N>`, its i-th member of
@@ -38,6 +38,13 @@ CONTROL_MEMBERS = "_control_member_sizes"
 CONTROL_MEMBER_PREFIX = "duplicate_to_match-"
 #: Attention value recorded for families without attention layers.
 NO_ATTENTION = "none"
+
+
+class MixKey(NamedTuple):
+    """One corpus at one synthetic:real ratio: what the agreement filter keeps rows of."""
+
+    corpus_id: str
+    ratio: float
 
 
 @dataclass
@@ -91,10 +98,15 @@ class TrialCell:
 
     @property
     def regime_key(self) -> str:
-        """The regime draw this cell trains on: the key of its real rows (tasks.split)."""
-        from config.data import regime_key
-
+        """The regime draw this cell trains on: the key of its real rows (config.data)."""
         return regime_key(self.regime, self.draw)
+
+    @property
+    def corpus_ids(self) -> list[str]:
+        """The corpora its mixes read: its own, or an ensemble's members (a control's: none)."""
+        if self.arm == "ensemble":
+            return list(self.members)
+        return [self.corpus_id] if self.corpus_id else []
 
 
 def regimes_of(cfg: StudyConfig) -> dict[str, int]:
@@ -106,8 +118,6 @@ def regimes_of(cfg: StudyConfig) -> dict[str, int]:
 
 def regime_keys_of(cfg: StudyConfig) -> dict[str, int]:
     """Regime key -> real rows, for every draw of the regimes in the trials grid."""
-    from config.data import regime_key
-
     regimes = regimes_of(cfg)
     return {regime_key(r, d): n for d in range(cfg.data.regime_draws) for r, n in regimes.items()}
 
@@ -115,30 +125,26 @@ def regime_keys_of(cfg: StudyConfig) -> dict[str, int]:
 def planned_corpora(cfg: StudyConfig) -> list[dict[str, Any]]:
     """The corpora the generate stage will write (every draw of every regime), each at its
     largest volume (`rows`); `planned` is what the stage generates for it (headroom included)."""
-    from orchestrator.stages.generate import planned_rows, regime_draws_of
-
     gen = cfg.generation
     if gen is None or not gen.enabled:
         return []
     sizes = {r.name: r.size for r in cfg.data.regimes}
     out = []
-    for key, (regime, draw) in regime_draws_of(cfg).items():
+    for key, (regime, draw) in cfg.generation_regime_keys().items():
         for g in gen.generators:
             for strategy in gen.strategies:
                 for variant in gen.variants:
-                    cid = f"{key}__{g.name}__{strategy}__{variant}"
-                    rows = int(round(max(gen.ratios) * sizes[regime]))
                     out.append(
                         {
-                            "corpus_id": cid,
+                            "corpus_id": f"{key}__{g.name}__{strategy}__{variant}",
                             "regime": regime,
                             "draw": draw,
                             "regime_key": key,
                             "generator": g.name,
                             "strategy": strategy,
                             "variant": variant,
-                            "rows": rows,
-                            "planned": planned_rows(gen, sizes[regime]),
+                            "rows": int(round(max(gen.ratios) * sizes[regime])),
+                            "planned": gen.planned_rows(sizes[regime]),
                         }
                     )
     return out
@@ -159,27 +165,28 @@ def volume(ratio: float, n_real: int, corpus_rows: int) -> int:
 def expand_grid(
     cfg: StudyConfig,
     corpora: list[dict[str, Any]] | None = None,
-    filtered_rows: dict[tuple[str, float], int] | None = None,
+    filtered_rows: dict[MixKey, int] | None = None,
     cuda: bool | None = None,
 ) -> list[TrialCell]:
     """Every trial of the study, ids assigned, controls attached, unrunnable cells skipped.
 
     `corpora`: generate's corpora.json entries (default: planned from the config).
-    `filtered_rows`: (corpus_id, ratio) -> synthetic rows the agreement filter keeps (default:
+    `filtered_rows`: synthetic rows the agreement filter keeps per corpus and ratio (default:
     all of them). `cuda`: whether this machine has CUDA (default: whether trials ask for GPUs).
     """
     t = cfg.trials
     if t is None:
         return []
     corpora = planned_corpora(cfg) if corpora is None else corpora
+    filtered_rows = filtered_rows or {}
     cuda = t.resources.gpus > 0 if cuda is None else cuda
     cells: list[TrialCell] = []
     families = {f.name: f for f in t.families}
-    largest = _largest_mixes(cfg, t, corpora, filtered_rows or {})
+    largest = _largest_mixes(cfg, t, corpora, filtered_rows)
     # Every draw of a regime is the same grid over that draw's real rows and corpora.
     for draw in range(cfg.data.regime_draws):
         for regime, n_real in regimes_of(cfg).items():
-            mixes = _mixes(cfg, t, regime, n_real, corpora, filtered_rows or {}, draw)
+            mixes = _mixes(cfg, t, regime, n_real, corpora, filtered_rows, draw)
             for model in _model_axes(t, cuda):
                 if model["regimes"] is not None and regime not in model["regimes"]:
                     continue
@@ -195,20 +202,15 @@ def budget_steps(t: TrialsConfig, family: Any, largest_rows: int) -> int | None:
     """Optimizer steps of every trial of `family` under `trials.budget=steps`: the family's
     `steps`, else what its `epochs` take on `largest_rows` (the regime's largest mix), so the
     largest arm trains as under `epochs` and every other arm matches it. None under `epochs`,
-    and for TF-IDF always: liblinear solves it to convergence, there are no steps to budget;
-    and for SetFit, whose body budget is its own `max_steps` (or pairs per row)."""
-    from tasks.mixes import steps_per_epoch
-
-    if t.budget != "steps" or family.kind in ("tfidf_linear", "setfit"):
+    and for families without a step budget (TF-IDF, solved to convergence; SetFit, whose body
+    budget is its own `max_steps` or pairs per row)."""
+    if t.budget != "steps":
+        return None
+    per_epoch = family_class(family.kind)(family).steps_per_epoch(largest_rows)
+    if per_epoch is None:
         return None
     if family.steps is not None:
         return int(family.steps)
-    if family.kind == "finetune":
-        per_epoch = steps_per_epoch(largest_rows, family.batch_size, family.num_workers)
-    else:
-        from tasks.heads import HeadConfig
-
-        per_epoch = steps_per_epoch(largest_rows, HeadConfig.batch_size)
     return family.epochs * per_epoch
 
 
@@ -216,7 +218,7 @@ def _largest_mixes(
     cfg: StudyConfig,
     t: TrialsConfig,
     corpora: list[dict[str, Any]],
-    filtered_rows: dict[tuple[str, float], int],
+    filtered_rows: dict[MixKey, int],
 ) -> dict[str, int]:
     """Regime -> rows of the largest mix one model trains on, over every draw. Controls have
     their arms' sizes; an ensemble (and its control) trains one model per member, each on the
@@ -240,7 +242,7 @@ def _mixes(
     regime: str,
     n_real: int,
     corpora: list[dict[str, Any]],
-    filtered_rows: dict[tuple[str, float], int],
+    filtered_rows: dict[MixKey, int],
     draw: int = 0,
 ) -> list[dict[str, Any]]:
     """The training mixes of one regime draw (without model axes): dicts of TrialCell fields."""
@@ -260,7 +262,7 @@ def _mixes(
                         | {"n_train": n_real + syn}
                     )
                 if "filtered" in t.arms:
-                    kept = filtered_rows.get((c["corpus_id"], r), syn)
+                    kept = filtered_rows.get(MixKey(c["corpus_id"], r), syn)
                     out.append(
                         {"arm": "filtered", "ratio": r, "ordering": ordering, **prov}
                         | {"n_train": n_real + kept}
@@ -299,25 +301,22 @@ def _model_axes(t: TrialsConfig, cuda: bool) -> list[dict[str, Any]]:
     """(family, loss, precision, attention) combinations, each with a skip reason or ""."""
     out = []
     for fam in t.families:
+        kind = family_class(fam.kind)
         numerics = (
             [(p, a) for p in t.precisions for a in t.attentions]
-            if fam.kind == "finetune"
+            if kind.numerics
             else [("fp32", NO_ATTENTION)]
         )
-        # SetFit is the few-shot baseline with its own head (a logistic regression): it runs
-        # once per seed whatever the study's loss axis, so the baseline always exists.
-        losses = list(SETFIT_LOSSES) if fam.kind == "setfit" else t.losses
+        # A family with its own loss (SetFit: a logistic head after a contrastive body) runs
+        # once per seed whatever the study's loss axis, so that its baseline always exists.
+        losses = list(kind.own_losses) if kind.own_losses is not None else t.losses
         for loss in losses:
             for precision, attention in numerics:
                 reason = ""
-                if fam.kind == "tfidf_linear" and loss not in TFIDF_LOSSES:
-                    reason = f"family tfidf_linear supports loss {list(TFIDF_LOSSES)}, not {loss}"
-                elif fam.kind == "setfit" and loss not in SETFIT_LOSSES:
-                    reason = f"family setfit supports loss {list(SETFIT_LOSSES)}, not {loss}"
-                elif not cuda and (
-                    precision in CUDA_ONLY["precision"] or attention in CUDA_ONLY["attention"]
-                ):
-                    reason = f"precision={precision} with attention={attention} needs CUDA"
+                if kind.losses is not None and loss not in kind.losses:
+                    reason = f"family {fam.kind} supports loss {list(kind.losses)}, not {loss}"
+                elif not cuda and needs_cuda(precision, attention):
+                    reason = needs_cuda(precision, attention) or ""
                 elif (precision, attention) == ("fp32", "flash_attention_2"):
                     reason = HALF_ONLY_ATTENTION
                 out.append(
@@ -410,3 +409,24 @@ def check_unique(cells: list[TrialCell]) -> None:
         if c.trial_id in seen:
             raise ValueError(f"trials grid: two cells share trial_id {c.trial_id}: {c.identity()}")
         seen[c.trial_id] = c
+
+
+def trial_key(
+    cell: TrialCell, family: Any, upstream: dict[str, str], settings: dict[str, Any]
+) -> str:
+    """What a finished trial computed from: its cell, its family's config (the fields that
+    count in fingerprints), the fingerprints of the stages it read and the trial `settings`
+    that change its output. Two trials of equal keys are the same trial."""
+    from config.base import fingerprint_view
+
+    blob = json.dumps(
+        {
+            "cell": cell.identity(),
+            "family": fingerprint_view(family),
+            "upstream": upstream,
+            "settings": settings,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]

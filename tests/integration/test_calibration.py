@@ -14,7 +14,7 @@ from tasks.power import VarianceComponents, min_detectable_gain, power
 from tasks.report.tables import Analysis, StatsOptions, controlled_gains
 from tasks.report.verdict import verdicts
 from tasks.simulate import SimConfig, simulate_study, true_gain
-from tasks.stats import bh_qvalues, cluster_permutation_pvalue, correlation
+from tasks.stats import cluster_permutation_pvalue, correlation
 
 
 def _analyse(study, n_resamples: int = 200, seed: int = 0):
@@ -104,27 +104,6 @@ def test_clustered_correlation_p_values_hold_their_level() -> None:
         perm += p < 0.05
     assert naive / n > 0.10  # independence-assuming p-values are too small here
     assert perm / n <= 0.07
-
-
-def test_cluster_permutation_enumerates_small_designs() -> None:
-    x = np.array([1.0, 2.0, 3.0, 4.0])
-    y = np.array([1.0, 2.0, 3.0, 4.0])
-    p, n = cluster_permutation_pvalue(x, y, [0, 0, 1, 1])
-    assert n == 4  # 2! x 2!
-    assert p == pytest.approx(0.25)  # only the identity is as extreme
-    p1, n1 = cluster_permutation_pvalue(x, y, [0, 1, 2, 3])
-    assert n1 == 1 and np.isnan(p1)  # singletons: nothing to permute
-
-
-def test_bh_qvalues_match_the_step_up_rule() -> None:
-    p = [0.01, 0.04, 0.03, 0.2, np.nan]
-    q = bh_qvalues(p)
-    # sorted p 0.01, 0.03, 0.04, 0.2 (m=4): 0.04, 0.04*4/2=0.06 -> min(0.06, 0.0533) ...
-    assert q[0] == pytest.approx(0.04)
-    assert q[2] == pytest.approx(0.04 * 4 / 3)
-    assert q[1] == pytest.approx(0.04 * 4 / 3)
-    assert q[3] == pytest.approx(0.2)
-    assert np.isnan(q[4])
 
 
 @pytest.mark.parametrize(("draws", "seeds", "k"), [(3, 2, 6), (1, 3, 1), (5, 2, 12)])
