@@ -95,7 +95,7 @@ def plan(
     print_plan(cfg, plan_study(cfg))
     run_dir = run_dir_for(cfg)
     if run_dir.is_dir():
-        states = study_graph(cfg).states(RunStore(run_dir))
+        states = study_graph(cfg, RunStore(run_dir)).states(RunStore(run_dir))
         _print_states(states, f"synthpat run would, against {run_dir}", would_run=True)
     try:
         lines = power_plan(cfg, pilot, detect)
@@ -198,7 +198,8 @@ def status(run_dir: Annotated[Path, typer.Argument(help="runs/<study> folder.")]
         typer.echo(f"{run_dir}: no such run folder", err=True)
         raise typer.Exit(2)
     cfg = _run_config(run_dir)
-    _print_states(study_graph(cfg).states(RunStore(run_dir)), f"synthpat status: {run_dir}")
+    store = RunStore(run_dir)
+    _print_states(study_graph(cfg, store).states(store), f"synthpat status: {run_dir}")
 
 
 def _print_states(states: list, title: str, would_run: bool = False) -> None:

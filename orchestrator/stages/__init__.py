@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from config import StudyConfig
+from orchestrator.cache import RunStore
 from orchestrator.stages.base import (
     Stage,
     StageContext,
@@ -29,9 +30,11 @@ STAGES: list[Stage] = [
 ]
 
 
-def study_graph(cfg: StudyConfig) -> StageGraph:
-    """The stage graph of a study config: what `run`, `status` and `plan` all use."""
-    return StageGraph(STAGES, cfg)
+def study_graph(cfg: StudyConfig, store: RunStore | None = None) -> StageGraph:
+    """The stage graph of a study config: what `run`, `status` and `plan` all use.
+
+    `store`: the run folder (default: the config's `runs/<study>`)."""
+    return StageGraph(STAGES, cfg, store or RunStore(run_dir_for(cfg)))
 
 
 __all__ = [

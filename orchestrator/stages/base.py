@@ -41,6 +41,7 @@ class StageContext:
     work_dir: Path  # persistent across killed attempts with the same fingerprint (resume)
     fingerprint: str
     inputs: tuple[str, ...] = ()  # the stages it reads that this config enables
+    force: bool = False  # `--force`: redo everything, reuse nothing from a previous output
 
     def input_dir(self, stage: str) -> Path:
         if stage not in self.inputs:
@@ -95,9 +96,12 @@ class StageState:
 class StageGraph:
     """The stages of one study config, in run order, with their fingerprints."""
 
-    def __init__(self, stages: list[Stage], cfg: StudyConfig):
+    def __init__(self, stages: list[Stage], cfg: StudyConfig, store: RunStore | None = None):
         self.stages = stages
         self.cfg = cfg
+        # Where an external input is not on this machine (a run folder copied elsewhere), its
+        # hash as the stage's manifest recorded it stands in; the stage itself cannot re-run.
+        self.store = store
         self._by_name = {s.name: s for s in stages}
         for s in stages:
             unknown = [r for r in s.reads if r not in self._by_name]
@@ -129,7 +133,7 @@ class StageGraph:
             config = self.config_view(name)
             upstream = {up: self.key(up).fingerprint for up in self.inputs(name)}
             files = stage.external_inputs(self.cfg)
-            inputs = {k: hash_file(Path(p)) for k, p in sorted(files.items())}
+            inputs = {k: self._input_hash(name, k, Path(p)) for k, p in sorted(files.items())}
             fp = hash_json(
                 {
                     "stage": name,
@@ -141,6 +145,14 @@ class StageGraph:
             )
             self._keys[name] = StageKey(config, upstream, inputs, fp)
         return self._keys[name]
+
+    def _input_hash(self, stage: str, key: str, path: Path) -> str:
+        if path.exists():
+            return hash_file(path)
+        recorded = self.store.manifest(stage) if self.store is not None else None
+        if recorded is not None and key in recorded.inputs:
+            return recorded.inputs[key]
+        raise FileNotFoundError(f"{path}: input `{key}` of stage {stage} not found")
 
     @cached_property
     def _order(self) -> list[str]:
@@ -199,10 +211,19 @@ def run_dir_for(cfg: StudyConfig) -> Path:
 def run_stage(graph: StageGraph, name: str, force: bool = False) -> Manifest:
     """Run one stage unless its manifest is up to date; return its manifest."""
     stage, cfg = graph.stage(name), graph.cfg
-    store = RunStore(run_dir_for(cfg))
+    store = graph.store or RunStore(run_dir_for(cfg))
     for up in graph.inputs(name):
-        if store.manifest(up) is None:
+        # An input must be what this config makes: a stage run on a stale input would record
+        # the config's fingerprint for outputs made from something else.
+        up_manifest = store.manifest(up)
+        if up_manifest is None:
             raise RuntimeError(f"stage {name} needs stage {up}, which has not run")
+        if up_manifest.fingerprint != graph.key(up).fingerprint:
+            raise RuntimeError(
+                f"stage {name} needs stage {up}, which is stale "
+                f"({graph.stale_reason(up, up_manifest)}); run `synthpat {up}` first, or "
+                "`synthpat run`, which runs every stage in order"
+            )
     key = graph.key(name)
     manifest = store.manifest(name)
     if not force and manifest is not None and manifest.fingerprint == key.fingerprint:
@@ -213,7 +234,7 @@ def run_stage(graph: StageGraph, name: str, force: bool = False) -> Manifest:
     tmp = store.begin(name)
     started, t0 = now(), time.perf_counter()
     work = store.work_dir(name, key.fingerprint)
-    ctx = StageContext(cfg, store, tmp, work, key.fingerprint, graph.inputs(name))
+    ctx = StageContext(cfg, store, tmp, work, key.fingerprint, graph.inputs(name), force)
     out = stage.run(ctx)
     manifest = Manifest(
         stage=name,

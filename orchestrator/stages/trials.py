@@ -288,6 +288,8 @@ def _reuse(ctx: StageContext, cells: list[TrialCell], keys: dict[str, str]) -> d
     """The previous output's finished trials whose key is unchanged: their checkpoints and
     predictions hard-linked into this output (copied where links are refused), never retrained."""
     previous = ctx.store.stage_dir("trials")
+    if ctx.force:
+        return {}
     try:
         table = load_results(previous)
     except FileNotFoundError:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from planted import plant_manifest
 from typer.testing import CliRunner
 
-from orchestrator.cache import Manifest
 from orchestrator.cli import app
 from tasks.files import write_json_atomic
 
@@ -86,8 +86,7 @@ def _hand_made_generate(run_dir: Path) -> dict[str, pd.DataFrame]:
             }
         )
     write_json_atomic(gen / "corpora.json", entries)
-    m = Manifest("generate", "hand-made", {}, {}, {}, "test")
-    write_json_atomic(gen / "manifest.json", m.__dict__)
+    plant_manifest(run_dir, run_dir / "config.resolved.yaml", "generate")
     return corpora
 
 
@@ -170,7 +169,7 @@ def test_each_draw_s_corpus_is_compared_with_its_own_draw(tmp_path, uspto_path):
             }
         )
     write_json_atomic(gen / "corpora.json", entries)
-    write_json_atomic(gen / "manifest.json", Manifest("generate", "h", {}, {}, {}, "t").__dict__)
+    plant_manifest(run_dir, run_dir / "config.resolved.yaml", "generate")
 
     res = runner.invoke(app, ["fidelity", str(cfg), "data.regime_draws=2"])
     assert res.exit_code == 0, res.output

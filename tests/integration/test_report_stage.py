@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from planted import plant_manifest
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -69,7 +70,7 @@ def _plant(run_dir: Path, stage: str, frames: dict[str, pd.DataFrame], extra=Non
         df.to_parquet(d / name, index=False)
     for name, obj in (extra or {}).items():
         write_json_atomic(d / name, obj)
-    write_json_atomic(d / "manifest.json", Manifest(stage, f"{stage}-fp", {}, {}, {}, "t").__dict__)
+    plant_manifest(run_dir, run_dir / "config.resolved.yaml", stage)
 
 
 def _plant_predictions(run_dir: Path, results: pd.DataFrame) -> None:

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from planted import plant_manifest
 from tiny_bert import build_tiny_bert
 from typer.testing import CliRunner
 
-from orchestrator.cache import Manifest
 from orchestrator.cli import app
 from tasks.files import write_json_atomic
 
@@ -80,7 +80,7 @@ def _hand_made_generate(run_dir: Path, n_corpora: int) -> None:
             }
         )
     write_json_atomic(gen / "corpora.json", entries)
-    write_json_atomic(gen / "manifest.json", Manifest("generate", "hand", {}, {}, {}, "t").__dict__)
+    plant_manifest(run_dir, run_dir / "config.resolved.yaml", "generate")
 
 
 def _prepared(tmp_path: Path, uspto_path: Path, trials: dict, n_corpora: int = 2) -> Path:
@@ -212,7 +212,7 @@ def _hand_made_draws(run_dir: Path, draws: int) -> list[dict]:
             }
         )
     write_json_atomic(gen / "corpora.json", entries)
-    write_json_atomic(gen / "manifest.json", Manifest("generate", "hand", {}, {}, {}, "t").__dict__)
+    plant_manifest(run_dir, run_dir / "config.resolved.yaml", "generate")
     return entries
 
 

@@ -169,3 +169,26 @@ def test_a_changed_input_file_makes_prepare_stale(tmp_path):
     states = {s.stage: s for s in study_graph(cfg).states(store)}
     assert states["prepare"].reason == "input file source changed"
     assert states["trials"].reason == "prepare changed since it ran"
+
+
+def test_a_stage_refuses_an_input_that_is_stale(tmp_path):
+    from orchestrator.stages import run_stage
+
+    store = RunStore(tmp_path)
+    _mark_done(store, study_graph(_cfg(), store))
+    changed = study_graph(_cfg("generation.seed=4"), store)
+    with pytest.raises(RuntimeError, match=r"needs stage generate, which is stale \(config"):
+        run_stage(changed, "fidelity")
+
+
+def test_a_run_folder_copied_without_its_source_file_keeps_its_states(tmp_path):
+    src = tmp_path / "patents.jsonl"
+    src.write_text('{"id": "x"}\n')
+    cfg = _cfg(f"data.source.path={src}")
+    store = RunStore(tmp_path / "run")
+    _mark_done(store, study_graph(cfg, store))
+    src.unlink()
+    states = {s.stage: s.state for s in study_graph(cfg, store).states(store)}
+    assert set(states.values()) == {"done"}
+    with pytest.raises(FileNotFoundError, match="input `source` of stage prepare"):
+        study_graph(cfg, RunStore(tmp_path / "elsewhere")).key("prepare")
