@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from tiny_bert import LABELS, build_tiny_bert, make_texts
@@ -146,20 +144,6 @@ def test_train_finetune_rejects_mismatched_labels(tiny_model, tmp_path):
         train_finetune(
             family(tiny_model), x, y[:, :2], x, y, LABELS, "bce", "fp32", "eager", 0, tmp_path
         )
-
-
-def test_train_finetune_embedded_minilm(tmp_path: Path):
-    """One epoch of the embedded MiniLM (22M parameters) on 16 short texts, then a round trip."""
-    x, y = make_data(16, seed=6)
-    fam = family("embedded:minilm-l6", max_length=16, epochs=1, learning_rate=5e-5)
-    clf = train_finetune(
-        fam, x, y, x[:8], y[:8], LABELS, "weighted_bce", "fp32", "sdpa", 0, tmp_path
-    )
-    assert clf.model.config.hidden_size == 384 and clf.model.config.num_labels == 3
-    assert clf.model.config.problem_type == "multi_label_classification"
-    p = clf.predict_proba(x[:4])
-    loaded = load_classifier(save_classifier(tmp_path / "minilm", clf))
-    np.testing.assert_allclose(loaded.predict_proba(x[:4]), p, atol=1e-5)
 
 
 def test_epoch_sums_reduce_on_the_groups_device(tmp_path):
