@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 import uuid
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.files import write_json_atomic
+from tasks.files import replace_dir, write_json_atomic
 
 MANIFEST = "manifest.json"
 
@@ -103,13 +102,7 @@ class RunStore:
         """Write the manifest into `tmp` last, then swap `tmp` into place."""
         write_json_atomic(tmp / MANIFEST, manifest.__dict__)
         final = self.stage_dir(stage)
-        old = None
-        if final.exists():
-            old = self.run_dir / f".{stage}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final)  # a killed swap leaves `.<stage>.old-*`, swept by `begin`
         return final
 
 

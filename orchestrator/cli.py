@@ -90,12 +90,17 @@ def plan(
     from orchestrator.plan import plan_study, print_plan
     from orchestrator.plan_power import power_plan, print_power
     from orchestrator.stages import run_dir_for, study_graph
+    from tasks.artifacts import load_corpora
 
     cfg = _load(config, overrides)
-    print_plan(cfg, plan_study(cfg))
     run_dir = run_dir_for(cfg)
-    if run_dir.is_dir():
-        states = study_graph(cfg, RunStore(run_dir)).states(RunStore(run_dir))
+    store = RunStore(run_dir)
+    states = study_graph(cfg, store).states(store) if run_dir.is_dir() else []
+    # Corpora that an up-to-date generate stage wrote make the trial count exact.
+    done = {s.stage for s in states if s.state == "done"}
+    generated = load_corpora(store.stage_dir("generate")) if "generate" in done else None
+    print_plan(cfg, plan_study(cfg, generated))
+    if states:
         _print_states(states, f"synthpat run would, against {run_dir}", would_run=True)
     try:
         lines = power_plan(cfg, pilot, detect)

@@ -34,6 +34,9 @@ class Plan:
     generation: list[GenerationLine] = field(default_factory=list)
     trials: list[TrialLine] = field(default_factory=list)
     trial_status: dict[str, int] = field(default_factory=dict)
+    #: Trials when the filters shrink corpora by different amounts: each augmented cell then
+    #: gets its own volume control (None: counted on the generated corpora, exact).
+    trials_upper: int | None = None
     fidelity_rows: int = 0
     fidelity_gpu_hours: float = 0.0
     gpu_hour_usd: float | None = None
@@ -56,8 +59,10 @@ class Plan:
         return None if self.gpu_hour_usd is None else self.gpu_hours * self.gpu_hour_usd
 
 
-def plan_study(cfg: StudyConfig) -> Plan:
-    """The plan of a whole study from its config alone."""
+def plan_study(cfg: StudyConfig, generated: list[dict] | None = None) -> Plan:
+    """The plan of a whole study from its config alone, or with the corpora that an up-to-date
+    generate stage wrote (`generated`: corpora.json), which make the trial count exact."""
+    from config.trials import AUGMENTED_ARMS
     from tasks.trials.grid import expand_grid, planned_corpora
 
     plan = Plan(gpu_hour_usd=cfg.plan.gpu_hour_usd)
@@ -87,8 +92,15 @@ def plan_study(cfg: StudyConfig) -> Plan:
             plan.fidelity_rows / 1000 * costs.fidelity_gpu_seconds_per_1k_rows / 3600
         )
     if cfg.trials is not None and cfg.trials.enabled:
-        cells = expand_grid(cfg, corpora)
+        cells = expand_grid(cfg, generated if generated is not None else corpora)
         plan.trial_status = dict(Counter(c.status for c in cells))
+        if generated is None:
+            # Until the corpora exist their kept sizes are unknown: a control serves every
+            # augmented cell of its size, and filters that shrink corpora differently part them.
+            runs = [c for c in cells if c.status != "skipped"]
+            controls = sum(c.arm == "duplicate_to_match" for c in runs)
+            augmented = sum(c.arm in AUGMENTED_ARMS for c in runs)
+            plan.trials_upper = len(runs) - controls + augmented
         runnable = Counter(c.family for c in cells if c.status != "skipped")
         for fam in cfg.trials.families:
             n = runnable.get(fam.name, 0)
@@ -131,6 +143,12 @@ def print_plan(cfg: StudyConfig, plan: Plan) -> None:
         skipped = plan.trial_status.get("skipped", 0)
         if skipped:
             con.print(f"trials skipped by validation (recorded with their reason): {skipped:,}")
+    if plan.trials_upper is not None and plan.trials_upper > plan.trial_count:
+        con.print(
+            f"trials: {plan.trial_count:,} if the filters keep every corpus at its planned size, "
+            f"up to {plan.trials_upper:,} if they shrink corpora by different amounts (each "
+            "augmented cell then has its own volume control); exact once generate has run"
+        )
     total = f"total: {plan.generation_rows:,} generation rows, {plan.trial_count:,} trials, "
     total += f"{plan.gpu_hours:,.1f} GPU-hours"
     if plan.cost_usd is not None:

@@ -19,7 +19,6 @@ to `max_failures`, and trials Tune still gives up on for that reason get further
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import uuid
 from dataclasses import asdict, dataclass, replace
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.artifacts import TrialRow
+from tasks.files import replace_dir
 from tasks.trials.families import build_family
 from tasks.trials.grid import TrialCell
 from tasks.trials.inputs import TrialInputs, TrialSettings
@@ -83,8 +83,8 @@ def _trainable(
         tmp = done.with_name(f".{done.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
             row = run_trial(cell, family, inputs, settings, tmp)
-            shutil.rmtree(done, ignore_errors=True)  # an incomplete marker of a killed attempt
-            os.replace(tmp, done)  # the marker appears complete or not at all
+            # Replaces an incomplete marker of a killed attempt; appears complete or not at all.
+            replace_dir(tmp, done)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     checkpoint = tune.Checkpoint.from_directory(str(done)) if run.transport else None
@@ -208,8 +208,7 @@ def collect(done_dir: Path, trial_id: str, outcome: TrialOutcome | None) -> Tria
     tmp = done.with_name(f".{done.name}.fetch-{uuid.uuid4().hex[:8]}")
     try:
         outcome.checkpoint.to_directory(str(tmp))
-        shutil.rmtree(done, ignore_errors=True)
-        os.replace(tmp, done)
+        replace_dir(tmp, done)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return read_row(done)

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from config.resources import ResourcesConfig
 from config.serve import ServeConfig
+from tasks.files import write_text_atomic
 
 APP_NAME = "synthpat"
 #: The file a detached server writes, once ready, into the run folder: its URL and trial.
@@ -276,9 +277,7 @@ def serve_forever(
     )
     if ready_file is not None:
         # Written whole, then renamed: the waiting parent never reads half a record.
-        partial = ready_file.with_name(f".{ready_file.name}.tmp")
-        partial.write_text(json.dumps(running.__dict__))
-        os.replace(partial, ready_file)
+        write_text_atomic(ready_file, json.dumps(running.__dict__))
     print(f"serving trial {running.trial_id} at {running.url} (docs: {running.url}/docs)")
     print(f"  curl -s {running.url}/v1/classify -H 'content-type: application/json' \\")
     print('       -d \'{"texts": ["A semiconductor device with a gate electrode"]}\'', flush=True)

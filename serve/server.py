@@ -17,6 +17,7 @@ import numpy as np
 
 from config.trials import needs_cuda
 from serve.metrics import ServeMetrics
+from tasks.files import replace_dir
 
 log = logging.getLogger(__name__)
 #: Families whose inference runs in torch (an ensemble may hold such members): a GPU helps them.
@@ -194,9 +195,7 @@ def local_checkpoint(spec: dict[str, Any]) -> Path:
                 pafs.copy_files(info.path, str(dest), source_filesystem=fs)
         if not (staging / "classifier.json").is_file():
             raise FileNotFoundError(f"{uri}: no classifier.json (an incomplete checkpoint copy)")
-        try:
-            os.replace(staging, target)  # another replica on this node may have won the race
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
+        # Another replica on this node may have won the race: its copy is the same checkpoint.
+        replace_dir(staging, target, keep_existing=True)
     log.info("checkpoint %s loaded from %s", local, uri)
     return target

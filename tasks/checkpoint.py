@@ -25,8 +25,6 @@ any family, is handled here.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from config.trials import needs_cuda
+from tasks.files import replace_dir
 
 FORMAT_VERSION = 1
 CLASSIFIER_JSON = "classifier.json"
@@ -433,9 +432,7 @@ def save_classifier(
 
         family_class(classifier.family).save(classifier, tmp)
     (tmp / CLASSIFIER_JSON).write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
+    replace_dir(tmp, directory)
     return directory
 
 

@@ -1,6 +1,8 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never half of either.
 
-Every writer goes through `atomic_path`: it hands out a temp path in the target's folder (same
+Folders are written whole under a temp name and moved into place by `replace_dir`.
+
+Every file writer goes through `atomic_path`: it hands out a temp path in the target's folder (same
 filesystem, so the final `os.replace` is an atomic rename), renames it over the target when the
 block finishes, and removes it when the block raises. Temp names start with a dot and end with
 `.tmp-<hex>`, so globs for the real files (`shard-*.parquet`, `*.npy`) never match them.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,3 +62,29 @@ def write_parquet_atomic(path: Path | str, df: pd.DataFrame) -> None:
     """Write a DataFrame (without its index) as Parquet to `path` atomically."""
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
+
+
+def replace_dir(src: Path | str, dst: Path | str, *, keep_existing: bool = False) -> bool:
+    """Move the finished folder `src` onto `dst` by a rename; True when `src` went in.
+
+    An existing `dst` is moved aside first and removed only after `src` is in place, so a kill
+    in between leaves the old folder (`.<name>.old-<hex>`) rather than none. `keep_existing`:
+    a `dst` already there wins (another writer made the same content first) and `src` is
+    dropped."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if keep_existing:
+        try:
+            os.replace(src, dst)
+            return True
+        except OSError:  # dst exists and is not empty
+            shutil.rmtree(src, ignore_errors=True)
+            return False
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return True

@@ -14,8 +14,6 @@ on Ray Train workers; both return a `FinetuneFit`.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -27,6 +25,7 @@ import numpy as np
 
 from config.trials import needs_cuda
 from tasks.checkpoint import FinetuneClassifier, usable_attention
+from tasks.files import replace_dir
 from tasks.finetune_engine import TrainEngine, autocast
 from tasks.models import resolve_model
 
@@ -112,10 +111,8 @@ def tokenize_cached(
     for k, v in arrays.items():
         np.save(tmp / f"{k}.npy", v)
     (tmp / "done").write_text(f"{len(texts)} texts, max_length={max_length}\n")
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another trial wrote the same key first; both contents are identical
-        shutil.rmtree(tmp, ignore_errors=True)
+    # Another trial may have written the same key first; both contents are identical.
+    replace_dir(tmp, target, keep_existing=True)
     return arrays
 
 

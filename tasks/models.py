@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import uuid
 from pathlib import Path
+
+from tasks.files import replace_dir
 
 EMBEDDED = ("smollm2-135m", "minilm-l6")
 
@@ -50,10 +51,7 @@ def materialize_smollm2(target: Path | None = None) -> Path:
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    replace_dir(tmp, target)
     return target
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from tasks.artifacts import CorpusId
 from tasks.trials.grid import MixKey, TrialCell
 
 if TYPE_CHECKING:
@@ -144,8 +145,7 @@ def row_fidelity(inputs: TrialInputs, emb: Embeddings) -> dict[str, dict[str, fl
     """Per synthetic row: cosine similarity to its regime draw's real centroid (higher: closer)."""
     out = {}
     for cid, syn in inputs.corpora.items():
-        # A corpus id starts with the regime key of the draw it was generated from.
-        key = cid.split("__", 1)[0]
+        key = CorpusId.parse(cid).regime_key  # the draw it was generated from
         real = inputs.real.get(key)
         if real is None or syn.empty:
             continue

@@ -45,3 +45,20 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temp(tmp_path):
         json.dumps(object())  # the writer fails half-way
     assert json.loads(target.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_replace_dir_swaps_a_folder_in_and_keeps_an_existing_one_when_told(tmp_path):
+    from tasks.files import replace_dir
+
+    def folder(name, text):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "a.txt").write_text(text)
+        return d
+
+    dst = tmp_path / "dst"
+    assert replace_dir(folder("one", "1"), dst) and (dst / "a.txt").read_text() == "1"
+    assert replace_dir(folder("two", "2"), dst) and (dst / "a.txt").read_text() == "2"
+    assert not replace_dir(folder("three", "3"), dst, keep_existing=True)
+    assert (dst / "a.txt").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dst"]  # no temp or old folder left

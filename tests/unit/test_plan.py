@@ -140,3 +140,28 @@ def test_regime_draws_multiply_generation_and_trials(tmp_path):
     # corpora of one ratio have one size) = 11 mixes, x 2 seeds; 2 regimes; 3 draws.
     assert one.trial_count == 11 * 2 * 2
     assert three.trial_count == 3 * one.trial_count
+
+
+def test_quickstart_trials_are_bounded_until_generated_and_exact_after():
+    """Filters that keep 47 and 46 of 48 planned rows part the r48 volume controls at ratio 1:
+    the plan brackets that before generation and counts it on the written corpora after."""
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml")
+    plan = plan_study(cfg)
+    assert (plan.trial_count, plan.trials_upper) == (42, 52)
+    kept = {"r48": {"synthesis": 47, "paraphrase": 46}, "r96": {"synthesis": 99, "paraphrase": 100}}
+    generated = [
+        {
+            "corpus_id": f"{r}__smollm2-135m__{s}__plain",
+            "regime": r,
+            "draw": 0,
+            "regime_key": r,
+            "generator": "smollm2-135m",
+            "strategy": s,
+            "variant": "plain",
+            "rows": n,
+        }
+        for r, by in kept.items()
+        for s, n in by.items()
+    ]
+    exact = plan_study(cfg, generated)
+    assert exact.trials_upper is None and exact.trial_count == 48  # what the trials stage ran
