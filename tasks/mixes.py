@@ -31,19 +31,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
-ARMS = (
-    "real_only",
-    "duplicate_to_match",
-    "real_plus_synthetic",
-    "fixed_budget",
-    "filtered",
-    "ensemble",
-)
-ORDERINGS = ("shuffled", "curriculum_real_first", "curriculum_fidelity")
+from config.trials import Arm, Ordering
+
+ARMS: tuple[str, ...] = get_args(Arm)
+ORDERINGS: tuple[str, ...] = get_args(Ordering)
 MIX_COLUMNS = ["id", "text", "labels", "source", "block"]
 #: Synthetic fidelity tiers of `curriculum_fidelity` (quartiles of the per-row score).
 FIDELITY_TIERS = 4
