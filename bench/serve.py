@@ -31,6 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the demo run builder (tests/demo_run.py)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 PATENTS = ROOT.parent / "shared" / "data" / "uspto-9k" / "patents.jsonl"
@@ -261,7 +262,7 @@ def main() -> None:
 
 def _texts(args, trial: str) -> list[str]:
     """Real held-out patents; the model is trained unless --reuse finds it in --work."""
-    from serve.demo import make_demo_run
+    from demo_run import make_demo_run
 
     saved = args.work / "test_texts.json"
     if args.reuse and saved.is_file() and (args.work / "trials" / "checkpoints" / trial).is_dir():

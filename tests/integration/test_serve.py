@@ -8,11 +8,11 @@ import json
 import httpx
 import numpy as np
 import pytest
+from demo_run import make_demo_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config.serve import ServeConfig
-from serve.demo import make_demo_run
 from serve.launch import start_server, stop_server
 from tasks.checkpoint import load_classifier
 from tasks.net import free_port

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from demo_run import make_demo_run
 
-from serve.demo import make_demo_run
 from tasks.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]

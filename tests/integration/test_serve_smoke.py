@@ -19,8 +19,7 @@ def test_serve_smoke_is_last_stage():
 
 def test_skips_without_trials_then_serves_two_test_patents(tmp_path, uspto_path):
     import ray
-
-    from serve.demo import make_demo_run
+    from demo_run import make_demo_run
 
     here = [f"resources.runs_dir={tmp_path}", f"data.source.path={uspto_path}"]
     graph = study_graph(load_config(CONFIG, here))

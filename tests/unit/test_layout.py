@@ -120,3 +120,15 @@ def test_unit_tests_do_not_import_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     through = (out.stdout + out.stderr).strip() if out.returncode else ""
     assert {"import ray": direct, "through": through} == {"import ray": [], "through": ""}
+
+
+def test_serve_reads_only_the_artifacts_and_the_classifier_loader():
+    import ast
+
+    allowed = {"tasks.artifacts", "tasks.checkpoint", "tasks.files", "tasks.storage", "tasks.net"}
+    used = set()
+    for p in (REPO / "serve").rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tasks"):
+                used.add(node.module)
+    assert used and used <= allowed, sorted(used - allowed)

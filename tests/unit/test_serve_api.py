@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from demo_run import make_demo_run
 from fastapi.testclient import TestClient
 
 from serve.api import ApiSettings, create_api, format_predictions, hash_key
-from serve.demo import make_demo_run
 from serve.select import select_checkpoint
 from serve.server import ClassifierServer, server_spec
 

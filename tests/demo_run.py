@@ -1,4 +1,5 @@
-"""A small real trials folder for tests and the benchmark: TF-IDF models on real patents.
+"""A small real trials folder for the serve tests and bench/serve.py: TF-IDF models on real
+patents (kept out of serve/, which depends only on the artifacts and the classifier loader).
 
 Writes `trials/results.parquet` and `trials/checkpoints/<trial_id>/` as the trials stage does
 (docs/artifacts.md), so serving can be exercised before, or without, a full study run.
