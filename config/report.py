@@ -17,7 +17,7 @@ Metric = Literal[
     "test_recall",
     "test_ndcg10",
 ]
-#: Cell keys a pre-registered headline may name (tasks.report.verdict.HEADLINE_KEYS).
+#: Cell keys a pre-registered headline may name (and a verdict names its cell by).
 HEADLINE_KEYS = (
     "arm",
     "ratio",

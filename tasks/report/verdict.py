@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from config.report import HEADLINE_KEYS
 from tasks.inference import Estimate
-from tasks.report.tables import CELL, Analysis
+from tasks.report.tables import Analysis
 from tasks.stats import bh_qvalues
 
-#: The cell keys a verdict names (and `report.headline` may fix).
-HEADLINE_KEYS = [k for k in CELL if k not in ("regime", "control_size")]
 METRIC_WORDS = {
     "test_micro_f1": "micro-F1",
     "test_macro_f1": "macro-F1",
