@@ -147,6 +147,13 @@ class GenerationConfig(StrictModel):
         "ratio is still reached after the filters remove rows (0.25 plans 25% more).",
     )
     exemplars: int = Field(2, ge=0, description="Real exemplars shown in a synthesis prompt.")
+    exemplar_words: int = Field(
+        120,
+        ge=10,
+        description="Words kept of each real abstract shown in a prompt (a synthesis exemplar or "
+        "a paraphrase source). The prompt is most of the engine's work on a CPU: each row reads "
+        "~1.3 tokens per word shown before it writes its own.",
+    )
     rare_label_floor: int = Field(
         1, ge=0, description="Each regime label is a target at least this many times."
     )

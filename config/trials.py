@@ -60,8 +60,28 @@ class FinetuneFamily(StrictModel):
         "`epochs` take on the regime's largest mix in the grid.",
     )
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate.")
+    head_learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="Learning rate of the new classification head (the parameters the checkpoint "
+        "does not have); None: learning_rate. Few steps on a small regime leave a head at the "
+        "body's rate near its random start.",
+    )
     batch_size: int = Field(16, ge=1, description="Per-worker batch size.")
-    num_workers: int = Field(1, ge=1, description="Ray Train workers per trial.")
+    num_workers: int = Field(
+        1,
+        ge=1,
+        description="Ray Train workers per trial (DDP); 1 without DeepSpeed trains in the trial's "
+        "own process.",
+    )
+    validate_every: int = Field(
+        1,
+        ge=1,
+        description="Epochs between val passes while training (the training curve; the last "
+        "epoch always has one). Each pass scores every val document: on a CPU, with many short "
+        "epochs, it can cost as much as the training.",
+        json_schema_extra=NOT_FINGERPRINTED,
+    )
     deepspeed: DeepSpeedConfig | None = Field(None, description="Train with DeepSpeed ZeRO.")
     trust_remote_code: bool = Field(False, description="Allow model code from the model folder.")
     regimes: list[str] | None = Field(

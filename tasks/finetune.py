@@ -202,15 +202,16 @@ def _default_device() -> str:
 
 def load_for_training(
     folder: str, labels: list[str], attention: str, trust_remote_code: bool
-) -> Any:
-    """An `AutoModelForSequenceClassification` in fp32 with a fresh multi-label head."""
+) -> tuple[Any, set[str]]:
+    """An `AutoModelForSequenceClassification` in fp32 with a fresh multi-label head, and the
+    names of its parameters the checkpoint did not have (that head)."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             folder,
             num_labels=len(labels),
             problem_type="multi_label_classification",
@@ -219,9 +220,12 @@ def load_for_training(
             attn_implementation=usable_attention(attention),
             trust_remote_code=trust_remote_code,
             ignore_mismatched_sizes=True,
+            output_loading_info=True,
         )
     finally:
         hf_logging.set_verbosity(verbosity)
+    fresh = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
+    return model, {n for n, _ in model.named_parameters() if n in fresh}
 
 
 def train_finetune(
@@ -272,7 +276,8 @@ def train_finetune(
     folder = resolve_model(family.model)
     train_tok = tokenize_cached(family.model, train_texts, family.max_length, cache_dir)
     val_tok = tokenize_cached(family.model, val_texts, family.max_length, cache_dir)
-    model = load_for_training(folder, labels, attention, family.trust_remote_code).to(device)
+    model, fresh = load_for_training(folder, labels, attention, family.trust_remote_code)
+    model = model.to(device)
 
     blocks = np.zeros(len(train_texts), np.int64) if blocks is None else np.asarray(blocks)
     if blocks.shape != (len(train_texts),):
@@ -282,7 +287,7 @@ def train_finetune(
         len(train_texts), family.batch_size, family.epochs, steps, world
     )
     loss_fn = build_loss(loss, train_y)
-    engine = TrainEngine(model, family, precision, device, total_steps, distributed)
+    engine = TrainEngine(model, family, precision, device, total_steps, distributed, fresh)
     y_train = torch.from_numpy(np.array(train_y, dtype=np.float32))  # a writable copy
     metrics: dict[str, float] = {}
     taken = 0
@@ -310,7 +315,8 @@ def train_finetune(
             "threads": float(torch.get_num_threads()),
         }
         metrics["samples_per_s"] = metrics["samples"] / max(seconds, 1e-9)
-        metrics.update(_validate(engine.module, val_tok, val_y, loss_fn, precision, device))
+        if (epoch + 1) % family.validate_every == 0 or epoch + 1 == n_epochs:
+            metrics.update(_validate(engine.module, val_tok, val_y, loss_fn, precision, device))
         if report is not None:
             report(epoch + 1, metrics)
     trained = engine.finish().float().eval()
@@ -447,8 +453,13 @@ def score_job(clf: FinetuneClassifier, job: FinetuneJob) -> dict[str, tuple[np.n
 
 
 def train_in_process(job: FinetuneJob, settings: Any = None) -> FinetuneFit:
-    """Run a job in this process (the default trainer of the finetune family; `settings`, the
-    trial's resources, are what a distributed trainer would place workers with)."""
+    """Run a job in this process (the one-worker trainer of the finetune family), on
+    `settings.threads` torch threads where given (the trial's CPUs)."""
+    import torch
+
+    threads = getattr(settings, "threads", None)
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
     history: list[dict[str, float]] = []
     clf = train_job(job, report=lambda _epoch, m: history.append(dict(m)))
     clf.meta["train_history"] = history

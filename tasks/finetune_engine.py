@@ -40,6 +40,20 @@ def deepspeed_config(family: Any, precision: str) -> dict[str, Any]:
     }
 
 
+def param_groups(model: Any, family: Any, fresh: set[str]) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: the pretrained body at `learning_rate`, the parameters the
+    checkpoint did not have (`fresh`: the new classification head) at `head_learning_rate`
+    where the family sets one. A head that starts from random weights needs a larger step than
+    the body it sits on, or few steps (a small regime) leave it near its start."""
+    head_lr = getattr(family, "head_learning_rate", None)
+    body = [p for n, p in model.named_parameters() if head_lr is None or n not in fresh]
+    head = [p for n, p in model.named_parameters() if head_lr is not None and n in fresh]
+    groups = [{"params": body, "lr": family.learning_rate}]
+    if head:
+        groups.append({"params": head, "lr": head_lr})
+    return groups
+
+
 class TrainEngine:
     """One optimizer step per batch, on a plain model, a DDP model or a DeepSpeed engine."""
 
@@ -51,6 +65,7 @@ class TrainEngine:
         device: str,
         total_steps: int,
         distributed: bool,
+        fresh: set[str] = frozenset(),
     ):
         import torch
         from transformers import get_linear_schedule_with_warmup
@@ -59,7 +74,7 @@ class TrainEngine:
         self.device = device
         self._module = model
         self._owns_group = False
-        opt = torch.optim.AdamW(model.parameters(), lr=family.learning_rate, weight_decay=0.01)
+        opt = torch.optim.AdamW(param_groups(model, family, fresh), weight_decay=0.01)
         sched = get_linear_schedule_with_warmup(
             opt, int(WARMUP_FRACTION * total_steps), max(total_steps, 1)
         )

@@ -108,6 +108,7 @@ def plan_all(
                     variant,
                     n_rows=gen_cfg.planned_rows(len(df)),
                     exemplars=gen_cfg.exemplars,
+                    max_exemplar_words=gen_cfg.exemplar_words,
                     rare_label_floor=gen_cfg.rare_label_floor,
                     seed=gen_cfg.seed,
                 )

@@ -162,10 +162,13 @@ def test_epoch_sums_reduce_on_the_groups_device(tmp_path):
         dist.destroy_process_group()
 
 
-def test_finetune_family_trains_through_its_injected_trainer(tiny_model, tmp_path):
-    """The family hands its `FinetuneJob` to the trainer it was built with (the stage passes Ray
-    Train); the default trains in this process. The trial's scores are the checkpoint's own."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_finetune_family_trains_through_its_injected_trainer(tiny_model, tmp_path, workers):
+    """A multi-worker family hands its `FinetuneJob` to the trainer it was built with (the stage
+    passes Ray Train); a one-worker one trains in this process, on the trial's threads, without
+    it. The trial's scores are the checkpoint's own."""
     import pandas as pd
+    import torch
 
     from tasks.artifacts import load_predictions
     from tasks.finetune import FinetuneJob, train_in_process
@@ -191,13 +194,50 @@ def test_finetune_family_trains_through_its_injected_trainer(tiny_model, tmp_pat
 
     cell = TrialCell("r40", "real_only", "ft", "finetune", "bce", "fp32", "eager", 0, 40, 40)
     cell.assign_id()
-    fam = build_family(family(tiny_model, epochs=2), trainer=trainer)
-    row = run_trial(cell, fam, inputs, TrialSettings(cpus=2), tmp_path / "t")
-    ((job, settings),) = calls
-    assert settings.cpus == 2 and job.train_y.shape == (40, 3) and job.val_y.shape == (16, 3)
-    assert set(job.score_sets) == {"val", "test"}
+    fam = build_family(family(tiny_model, epochs=2, num_workers=workers), trainer=trainer)
+    threads = torch.get_num_threads()
+    try:
+        row = run_trial(cell, fam, inputs, TrialSettings(cpus=2, threads=1), tmp_path / "t")
+        if workers == 1:
+            assert calls == [] and torch.get_num_threads() == 1
+        else:
+            ((job, settings),) = calls
+            assert settings.cpus == 2 and job.train_y.shape == (40, 3)
+            assert job.val_y.shape == (16, 3) and set(job.score_sets) == {"val", "test"}
+    finally:
+        torch.set_num_threads(threads)
     assert row.status == "ok" and row.train_steps == 2 * 5  # 40 rows in batches of 8
     assert read_row(tmp_path / "t") == row
     clf = load_classifier(tmp_path / "t" / CLASSIFIER)
     pred = load_predictions(tmp_path / "t" / PREDICTIONS)
     np.testing.assert_allclose(pred["test_proba"], clf.predict_proba(test.text.tolist()), atol=2e-3)
+
+
+def test_head_learning_rate_applies_to_the_parameters_the_checkpoint_lacks(tiny_model, tmp_path):
+    """The new classifier (missing from the checkpoint) gets `head_learning_rate`; the body keeps
+    `learning_rate`; without it there is one group. With the body frozen at a zero rate, only
+    the head moves in training."""
+    import torch
+
+    from tasks.finetune import load_for_training, train_finetune
+    from tasks.finetune_engine import param_groups
+
+    model, fresh = load_for_training(tiny_model, LABELS, "eager", False)
+    assert fresh == {"classifier.weight", "classifier.bias"}
+    (one,) = param_groups(model, family(tiny_model), fresh)
+    assert one["lr"] == 3e-3 and len(one["params"]) == len(list(model.parameters()))
+    body, head = param_groups(model, family(tiny_model, head_learning_rate=0.1), fresh)
+    assert (body["lr"], head["lr"]) == (3e-3, 0.1)
+    assert {id(p) for p in head["params"]} == {
+        id(model.classifier.weight),
+        id(model.classifier.bias),
+    }
+
+    texts, y = make_data(24, 0)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fam = family(tiny_model, epochs=2, learning_rate=1e-12, head_learning_rate=0.05)
+    clf = train_finetune(fam, texts, y, texts[:4], y[:4], LABELS, "bce", "fp32",
+                         "eager", 0, tmp_path)  # fmt: skip
+    moved = {n for n, p in clf.model.named_parameters()
+             if not torch.allclose(p.detach(), start[n], atol=1e-6)}  # fmt: skip
+    assert moved == {"classifier.weight", "classifier.bias"}

@@ -103,8 +103,8 @@ class CountingEngine(TrainEngine):
 
     made: list[CountingEngine] = []
 
-    def __init__(self, model, family, precision, device, total_steps, distributed):
-        super().__init__(model, family, precision, device, total_steps, distributed)
+    def __init__(self, model, family, precision, device, total_steps, *args):
+        super().__init__(model, family, precision, device, total_steps, *args)
         self.total_steps, self.steps = total_steps, 0
         CountingEngine.made.append(self)
 

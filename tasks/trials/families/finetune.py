@@ -1,11 +1,15 @@
 """`finetune`: a transformer fine-tuned end to end (`tasks.finetune`), in any precision and
 attention implementation of the grid.
 
-Training runs through an injected `trainer` (`FinetuneJob`, `TrialSettings`) -> `FinetuneFit`:
-the orchestrator passes Ray Train (`orchestrator.train.train_on_ray`, `num_workers` workers
-with the trial's resources each); the default runs the same loop in this process. The trainer
-also scores the trial's val/test/retrieval texts where it trained (on the worker's GPU), so
-only probabilities and embeddings travel back.
+A one-worker fine-tune without DeepSpeed trains in the trial's own process (`train_in_process`,
+on the trial's CPUs or GPU, `settings.threads` torch threads): a plain loop needs no worker group,
+and starting one (Ray Train's controller, a worker actor, the model handed back as a checkpoint
+and loaded again) cost ~60 s per trial on 2 cores, more than the training (BENCHMARKS.md).
+Multi-worker fine-tunes (DDP, DeepSpeed ZeRO) run through an injected `trainer` (`FinetuneJob`,
+`TrialSettings`) -> `FinetuneFit`: the orchestrator passes Ray Train
+(`orchestrator.train.train_on_ray`, `num_workers` workers with the trial's resources each), which
+also scores the trial's val/test/retrieval texts where it trained (on the worker's GPU), so only
+probabilities and embeddings travel back.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ class Finetune(TrialFamily):
         return True
 
     def train_workers(self) -> int:
+        """0 (train in the trial's process) for one worker without DeepSpeed; else the Ray Train
+        workers a trial starts."""
+        if self.config.num_workers == 1 and self.config.deepspeed is None:
+            return 0
         return int(self.config.num_workers)
 
     def fit(self, job: FitJob) -> Fitted:
@@ -54,7 +62,8 @@ class Finetune(TrialFamily):
             steps=job.steps,
             score_sets={k: list(v) for k, v in job.score_sets.items()},
         )
-        fit = (self.trainer or train_in_process)(ft, job.settings)
+        trainer = self.trainer if self.train_workers() and self.trainer else train_in_process
+        fit = trainer(ft, job.settings)
         clf = fit.classifier
         clf.meta["attention"] = job.attention
         scored = {tuple(job.score_sets[name]): s for name, s in fit.scores.items()}
