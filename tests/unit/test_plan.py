@@ -115,8 +115,10 @@ def test_generation_rows_are_what_the_stage_plans_headroom_included(tmp_path):
     tree["generation"].update(variants=["plain"], ratios=[0.5, 1], headroom=0.1)
     cfg, _ = _cfg(tmp_path, tree)
     assert plan_study(cfg).generation_rows == 318
-    assert load_config(REPO / "configs" / "quickstart.yaml").generation.headroom == 0.1
-    assert plan_study(load_config(REPO / "configs" / "quickstart.yaml")).generation_rows == 318
+    full = load_config(REPO / "configs" / "quickstart-full.yaml")
+    assert full.generation.headroom == 0.1 and plan_study(full).generation_rows == 318
+    # The quickstart's regimes of 24 and 48: (27 + 53) x 2 strategies.
+    assert plan_study(load_config(REPO / "configs" / "quickstart.yaml")).generation_rows == 160
 
 
 def test_regime_draws_multiply_generation_and_trials(tmp_path):
@@ -145,13 +147,13 @@ def test_regime_draws_multiply_generation_and_trials(tmp_path):
 def test_quickstart_trials_are_bounded_until_generated_and_exact_after():
     """Filters that keep 47 and 46 of 48 planned rows part the r48 volume controls at ratio 1:
     the plan brackets that before generation and counts it on the written corpora after."""
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml")
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "quickstart-full.yaml")
     plan = plan_study(cfg)
     assert (plan.trial_count, plan.trials_upper) == (42, 52)
     kept = {"r48": {"synthesis": 47, "paraphrase": 46}, "r96": {"synthesis": 99, "paraphrase": 100}}
     generated = [
         {
-            "corpus_id": f"{r}__smollm2-135m__{s}__plain",
+            "corpus_id": f"{r}__smollm2-135m__{s}__plain",  # the full quickstart's regimes
             "regime": r,
             "draw": 0,
             "regime_key": r,

@@ -14,7 +14,7 @@ from orchestrator.plan_power import power_plan
 from tasks.power import VarianceComponents, min_detectable_gain
 
 REPO = Path(__file__).resolve().parents[2]
-QUICKSTART = REPO / "configs" / "quickstart.yaml"
+QUICKSTART = REPO / "configs" / "quickstart-full.yaml"  # two regimes of 48 and 96
 
 
 def _pilot(tmp_path: Path, draw: float | None = None) -> Path:
