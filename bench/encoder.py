@@ -13,7 +13,14 @@ Compared, in one run: the forward-pass sizes in `--sizes`, against the baseline
 `sentence-transformers` default of 32 texts per pass (`SentenceTransformer.encode`). texts/s is
 the median of `--repeats` timed runs after one warm-up call.
 
+Then the backends (`--backends`): the ONNX Runtime encoder (`tasks.onnx_encoder`, fp32 and the
+int8 dynamically quantized one) against sentence-transformers on torch, on the same texts and
+the same passes (synthpat's default size and the baseline's, bulk and serve, and single): texts/s,
+the ratio to torch, the largest absolute difference of the vectors from torch's and, for int8,
+their mean cosine to torch's. The exports are made (or found) before any timing.
+
     .venv/bin/python bench/encoder.py [--rows 256] [--repeats 2] [--sizes 4,8,16,32,64]
+                                      [--backends onnx,int8]
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="4,8,16,32,64", help="forward-pass sizes to compare")
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--backends", default="onnx,int8", help="ONNX encoders against torch; '' none")
     args = ap.parse_args()
 
     import torch
@@ -93,6 +101,55 @@ def main() -> None:
         f"default / baseline: bulk x{results['bulk'][default] / results['bulk'][BASELINE]:.2f}, "
         f"serve x{results['serve'][default] / results['serve'][BASELINE]:.2f}"
     )
+    backends = [b for b in args.backends.split(",") if b]
+    if backends:
+        torch_rates = {**{f"bulk {s}": results["bulk"][s] for s in (default, BASELINE)}}
+        torch_rates |= {f"serve {s}": results["serve"][s] for s in (default, BASELINE)}
+        torch_rates["single"] = single
+        compare_backends(texts, calls, enc, torch_rates, backends, args)
+
+
+def _cases(texts: list[str], calls: list[list[str]], enc, sizes: tuple[int, ...]) -> dict:
+    """Case name -> (call, texts it embeds): bulk and serve at each size, and single."""
+    from tasks.embeddings import encode_texts
+
+    cases = {}
+    for size in sizes:
+        cases[f"bulk {size}"] = (lambda s=size: encode_texts(texts, enc, batch_size=s), len(texts))
+        cases[f"serve {size}"] = (
+            lambda s=size: [encode_texts(c, enc, batch_size=s) for c in calls],
+            len(texts),
+        )
+    cases["single"] = (lambda: [encode_texts([t], enc) for t in texts[:64]], len(texts[:64]))
+    return cases
+
+
+def compare_backends(
+    texts: list[str], calls: list[list[str]], torch_enc, torch_rates: dict, backends, args
+) -> None:
+    """ONNX Runtime (fp32, int8) against the torch rates measured above, on the same cases."""
+    import numpy as np
+
+    from tasks.embeddings import encode_texts, forward_batch_size, load_encoder
+
+    reference = encode_texts(texts, torch_enc)
+    sizes = (forward_batch_size("cpu"), BASELINE)
+    for name in backends:
+        quantize = {"onnx": "none", "int8": "int8"}[name]
+        t0 = time.perf_counter()
+        enc = load_encoder("embedded:minilm-l6", args.max_length, "cpu", "onnx", quantize)
+        ready = time.perf_counter() - t0
+        vecs = encode_texts(texts, enc)  # also the warm-up
+        diff = float(np.abs(vecs - reference).max())
+        cosine = float((vecs * reference).sum(axis=1).mean())
+        print(
+            f"{name} (ONNX Runtime, {'int8' if quantize == 'int8' else 'fp32'}): export found or "
+            f"made in {ready:.1f} s; max abs diff to torch {diff:.2e}, mean cosine {cosine:.5f}"
+        )
+        for case, (fn, n) in _cases(texts, calls, enc, sizes).items():
+            rate = _rate(fn, n, args.repeats)
+            base = torch_rates[case]
+            print(f"  {case:9s} {rate:7.1f} texts/s  torch {base:7.1f}  x{rate / base:.2f}")
 
 
 if __name__ == "__main__":

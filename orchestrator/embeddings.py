@@ -7,7 +7,9 @@ same encoder is read from the cache, never embedded again. The cache is a folder
 shard is written vectors first and keys last, each through a rename, so a shard with keys is
 complete and concurrent writers never corrupt each other (a duplicate row in two shards is
 harmless). Missing texts are embedded by Ray Data actors (`map_batches` with a callable class)
-when Ray is up, else in this process.
+when Ray is up, else in this process. The encoder's backend (`encoder.backend`: ONNX Runtime on
+the CPU, torch on a GPU) is part of the key; an ONNX model is exported before the actors start
+(once per content hash, `tasks.onnx_encoder`), so they load it instead of each exporting it.
 """
 
 from __future__ import annotations
@@ -31,10 +33,18 @@ def embedding_cache_dir(run_dir: Path) -> Path:
 class _EncodeBatches:
     """A Ray Data actor: loads the encoder once, then embeds the batches it is sent."""
 
-    def __init__(self, model: str, max_length: int, forward_batch_size: int | None, device: str):
+    def __init__(
+        self,
+        model: str,
+        max_length: int,
+        forward_batch_size: int | None,
+        device: str,
+        backend: str = "auto",
+        quantize: str = "none",
+    ):
         from tasks.embeddings import load_encoder
 
-        self.encoder = load_encoder(model, max_length, device)
+        self.encoder = load_encoder(model, max_length, device, backend, quantize)
         self.forward_batch_size = forward_batch_size  # None: the device's default
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -45,12 +55,26 @@ class _EncodeBatches:
 
 
 def _device(encoder: EncoderConfig) -> str:
-    return "cuda" if encoder.num_gpus_per_actor > 0 else "cpu"
+    from tasks.embeddings import encoder_device
+
+    return encoder_device(encoder)
+
+
+def _export_once(encoder: EncoderConfig) -> None:
+    """Make the ONNX export here, before the actors start, where the backend is ONNX."""
+    from tasks.embeddings import resolve_backend
+
+    if resolve_backend(encoder.backend, _device(encoder), encoder.quantize) == "onnx":
+        from tasks.onnx_encoder import onnx_model_dir
+
+        onnx_model_dir(encoder.model, encoder.quantize)
 
 
 def encode_with_ray(texts: Sequence[str], encoder: EncoderConfig) -> np.ndarray:
     """Embed texts with Ray Data batched actors (Ray must be initialized); rows in input order."""
     import ray.data
+
+    _export_once(encoder)
 
     ds = ray.data.from_items([{"i": i, "text": t} for i, t in enumerate(texts)])
     ds = ds.map_batches(
@@ -60,6 +84,8 @@ def encode_with_ray(texts: Sequence[str], encoder: EncoderConfig) -> np.ndarray:
             "max_length": encoder.max_length,
             "forward_batch_size": encoder.forward_batch_size,
             "device": _device(encoder),
+            "backend": encoder.backend,
+            "quantize": encoder.quantize,
         },
         batch_size=encoder.batch_size,
         compute=ray.data.ActorPoolStrategy(size=encoder.concurrency),
@@ -83,7 +109,9 @@ def encode_local(texts: Sequence[str], encoder: EncoderConfig) -> np.ndarray:
     """Embed texts in this process (no Ray): the path for unit tests and Ray-less callers."""
     from tasks.embeddings import encode_texts, load_encoder
 
-    model = load_encoder(encoder.model, encoder.max_length, _device(encoder))
+    model = load_encoder(
+        encoder.model, encoder.max_length, _device(encoder), encoder.backend, encoder.quantize
+    )
     return encode_texts(texts, model, encoder.forward_batch_size, progress=len(texts) > 256)
 
 
@@ -147,11 +175,11 @@ def embed_texts(
 
     `use_ray=None` uses Ray Data actors when Ray is initialized and this process otherwise.
     """
-    from tasks.embeddings import encoder_key, text_keys
+    from tasks.embeddings import config_encoder_key, text_keys
 
     if use_ray is None:
         use_ray = _ray_is_up()
-    cache = EmbeddingCache(cache_dir, encoder_key(encoder.model, encoder.max_length))
+    cache = EmbeddingCache(cache_dir, config_encoder_key(encoder))
     keys = text_keys(cache.key, texts)
     found, cached = cache.lookup(keys)
     missing = np.flatnonzero(~found)
@@ -185,8 +213,8 @@ def _ray_is_up() -> bool:
 
 def cache_stats(cache_dir: Path, encoder: EncoderConfig) -> dict[str, Any]:
     """How many vectors and shards the cache holds for an encoder (for logs and tests)."""
-    from tasks.embeddings import encoder_key
+    from tasks.embeddings import config_encoder_key
 
-    cache = EmbeddingCache(cache_dir, encoder_key(encoder.model, encoder.max_length))
+    cache = EmbeddingCache(cache_dir, config_encoder_key(encoder))
     cache.refresh()
     return {"vectors": len(cache._index), "shards": len(cache._shards)}

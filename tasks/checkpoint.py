@@ -7,7 +7,8 @@ One folder per classifier, any family, never pickle:
   family's own settings (`family_config`).
 - `finetune`: `model/`: a Hugging Face folder (`save_pretrained`, safetensors) with its tokenizer.
 - `frozen_head`: `head.safetensors` (the linear or MLP head); the frozen encoder is named by its
-  model source in `family_config.encoder` and loaded with `tasks.embeddings.load_encoder`.
+  model source, token limit, backend and quantization in `family_config.encoder` (a checkpoint
+  without the last two: `auto`, `none`) and loaded with `tasks.embeddings.load_encoder`.
 - `tfidf_linear`: `tfidf.safetensors` (`idf`, `coef`, `intercept`) + `vocabulary.json` (terms
   in column order); the vectorizer's settings are in `family_config`.
 - `setfit`: `body/`: the contrastively fine-tuned body as a sentence-transformers folder
@@ -215,6 +216,8 @@ class FrozenHeadClassifier(Classifier):
         encoder_max_length: int,
         encoder: Any = None,
         device: str | None = None,
+        encoder_backend: str = "auto",
+        encoder_quantize: str = "none",
         **kw,
     ):
         super().__init__(**kw)
@@ -222,16 +225,29 @@ class FrozenHeadClassifier(Classifier):
         self.kind = "mlp" if "w1" in self.head else "linear"
         self.encoder_model = encoder_model
         self.encoder_max_length = encoder_max_length
+        self.encoder_backend = encoder_backend
+        self.encoder_quantize = encoder_quantize
         self.device = device
         self._encoder = encoder
 
     @property
     def encoder(self) -> Any:
-        """The frozen sentence encoder, loaded on `device` (CPU when None) at first use."""
+        """The frozen sentence encoder, loaded at first use: on `device` (CPU when None) with
+        its backend (`auto`: ONNX Runtime on the CPU, torch on CUDA)."""
         from tasks.embeddings import load_encoder
 
         if self._encoder is None:
-            self._encoder = load_encoder(self.encoder_model, self.encoder_max_length, self.device)
+            device = self.device
+            if self.encoder_backend == "onnx" or self.encoder_quantize != "none":
+                # A head trained on ONNX Runtime's (int8) vectors reads them on any replica.
+                device = "cpu"
+            self._encoder = load_encoder(
+                self.encoder_model,
+                self.encoder_max_length,
+                device,
+                self.encoder_backend,
+                self.encoder_quantize,
+            )
         return self._encoder
 
     def _encode(self, texts: list[str]) -> np.ndarray:
@@ -276,7 +292,12 @@ class FrozenHeadClassifier(Classifier):
     def family_config(self) -> dict[str, Any]:
         return {
             "head": self.kind,
-            "encoder": {"model": self.encoder_model, "max_length": self.encoder_max_length},
+            "encoder": {
+                "model": self.encoder_model,
+                "max_length": self.encoder_max_length,
+                "backend": self.encoder_backend,
+                "quantize": self.encoder_quantize,
+            },
             "weights": "head.safetensors",
         }
 

@@ -1,8 +1,11 @@
 """Sentence embeddings of patent text with a sentence-transformers encoder (no Ray here).
 
 `load_encoder` resolves the model source (`embedded:minilm-l6`, a local folder, or a hub id) and
-`encode_texts` turns texts into L2-normalized float32 vectors. `encoder_key` names an encoder
-configuration for content-addressed caching: the same key and text always give the same vector.
+the backend: sentence-transformers on torch, or ONNX Runtime on the CPU (`tasks.onnx_encoder`,
+exported once per content hash); `resolve_backend` is the rule (`auto`: ONNX on the CPU, torch on
+CUDA). `encode_texts` turns texts into L2-normalized float32 vectors with either. `encoder_key`
+names an encoder configuration for content-addressed caching: the same key and text always give
+the same vector, and vectors of different backends or quantizations never share a key.
 """
 
 from __future__ import annotations
@@ -32,13 +35,65 @@ def forward_batch_size(device: Any) -> int:
     return CPU_FORWARD_BATCH if str(device).startswith("cpu") else GPU_FORWARD_BATCH
 
 
-def encoder_key(model: str, max_length: int) -> str:
-    """A short stable id of an encoder configuration (model identity, token limit, format).
+BACKENDS = ("auto", "torch", "onnx")
+QUANTIZE = ("none", "int8")
+
+
+def _on_cpu(device: Any) -> bool:
+    return device is None or str(device).startswith("cpu")
+
+
+def resolve_backend(backend: str, device: Any = None, quantize: str = "none") -> str:
+    """The backend that runs an encoder (`torch` or `onnx`) on `device` (None: the CPU).
+
+    `auto` is ONNX Runtime on the CPU and torch on CUDA. `onnx` runs on the CPU only (the
+    onnxruntime package has no CUDA provider), and `quantize=int8` only with ONNX.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}; expected one of {BACKENDS}")
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize={quantize!r}; expected one of {QUANTIZE}")
+    cpu = _on_cpu(device)
+    resolved = ("onnx" if cpu else "torch") if backend == "auto" else backend
+    if resolved == "onnx" and not cpu:
+        raise ValueError(
+            f"backend=onnx runs on the CPU, not on device={device}; use backend=auto or torch"
+        )
+    if quantize != "none" and resolved != "onnx":
+        raise ValueError(
+            f"quantize={quantize} needs the ONNX backend (backend=onnx or auto on the CPU); "
+            f"backend={backend} on device={device or 'cpu'} runs torch"
+        )
+    return resolved
+
+
+def encoder_device(encoder: Any) -> str:
+    """Where an `EncoderConfig`'s Ray Data actors run: `cuda` when given GPUs, else `cpu`."""
+    return "cuda" if encoder.num_gpus_per_actor > 0 else "cpu"
+
+
+def config_encoder_key(encoder: Any) -> str:
+    """`encoder_key` of an `EncoderConfig`, its backend resolved for where its actors run."""
+    backend = resolve_backend(encoder.backend, encoder_device(encoder), encoder.quantize)
+    return encoder_key(encoder.model, encoder.max_length, backend, encoder.quantize)
+
+
+def encoder_key(model: str, max_length: int, backend: str = "torch", quantize: str = "none") -> str:
+    """A short stable id of an encoder configuration (model identity, token limit, the backend
+    that runs it, format).
 
     For a local folder the identity is its files' names and sizes plus config.json, so a folder
     replaced by another model gets a new key; embedded and hub models are named by their source.
+    `backend` is a resolved one (`torch` or `onnx`, see `resolve_backend`); torch keys are the
+    ones from before the ONNX backend existed, so caches written then stay valid.
     """
+    if backend not in ("torch", "onnx"):
+        raise ValueError(f"backend={backend!r}: resolve it first (torch or onnx)")
     ident: dict[str, Any] = {"model": model, "max_length": max_length, "fmt": EMBEDDING_FORMAT}
+    if backend != "torch" or quantize != "none":
+        from tasks.onnx_encoder import EXPORT_FORMAT
+
+        ident.update(backend=backend, quantize=quantize, export=EXPORT_FORMAT)
     path = Path(model).expanduser()
     if not model.startswith("embedded:") and path.is_dir():
         ident["files"] = sorted(
@@ -57,11 +112,26 @@ def text_keys(key: str, texts: Sequence[str]) -> np.ndarray:
     return np.array(digests, dtype="S32")
 
 
-def load_encoder(model: str, max_length: int, device: str | None = None) -> Any:
-    """A SentenceTransformer for a config model source; never reaches a hub when offline."""
-    from sentence_transformers import SentenceTransformer
+def load_encoder(
+    model: str,
+    max_length: int,
+    device: str | None = None,
+    backend: str = "torch",
+    quantize: str = "none",
+) -> Any:
+    """An encoder for a config model source; never reaches a hub when offline.
 
+    `backend` as in `resolve_backend`; the default `torch` gives a SentenceTransformer (what a
+    SetFit body trains), config paths pass the config's (default `auto`). `onnx` gives an
+    `OnnxEncoder`, exported on first use (`quantize=int8`: its dynamically quantized copy).
+    """
     from tasks.models import resolve_model
+
+    if resolve_backend(backend, device, quantize) == "onnx":
+        from tasks.onnx_encoder import load_onnx_encoder
+
+        return load_onnx_encoder(model, max_length, quantize)
+    from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(resolve_model(model), device=device or "cpu")
     st.max_seq_length = max_length

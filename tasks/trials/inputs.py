@@ -47,10 +47,16 @@ class EncoderKey(NamedTuple):
 
     model: str
     max_length: int
+    # As configured (`auto` too): int8 vectors are another encoder's; fp32 ONNX and torch agree
+    # within 1e-4, and the on-disk cache keys them apart by the resolved backend anyway.
+    backend: str = "auto"
+    quantize: str = "none"
 
     @classmethod
     def of(cls, encoder: Any) -> EncoderKey:
-        return cls(str(encoder.model), int(encoder.max_length))
+        return cls(
+            str(encoder.model), int(encoder.max_length), str(encoder.backend), encoder.quantize
+        )
 
 
 @dataclass(frozen=True)

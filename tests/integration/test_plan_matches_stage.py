@@ -20,5 +20,5 @@ def test_plan_counts_the_rows_the_generate_stage_plans(tmp_path):
     plans = plan_all(cfg.generation, real, dict(zip(labels.codes, labels.names, strict=True)))
     planned = sum(len(rows) for rows in plans.values())
     plan = plan_study(cfg)
-    assert plan.generation_rows == planned == 318
+    assert plan.generation_rows == planned == 160
     assert sum(g.corpora for g in plan.generation) == len(plans)

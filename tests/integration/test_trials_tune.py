@@ -14,11 +14,19 @@ def test_trial_and_worker_bundles():
     from tasks.trials.inputs import TrialSettings
 
     env = TrialSettings(cpus=2.0, gpus=0.5, custom={"accelerator_type_l4": 0.5})
-    families = {"h": FrozenHeadFamily(name="h"), "f": FinetuneFamily(name="f")}
+    families = {
+        "h": FrozenHeadFamily(name="h"),
+        "f": FinetuneFamily(name="f"),
+        "f2": FinetuneFamily(name="f2", num_workers=2),
+    }
     per_trial = _resources(families, env)
     head = per_trial({"cell": {"family": "h"}})
     assert head.bundles == [{"CPU": 2.0, "accelerator_type_l4": 0.5}]
-    assert per_trial({"cell": {"family": "f"}}).bundles[0]["CPU"] < 0.1
+    # A one-worker fine-tune trains in the trial's own process: the trial holds the GPU.
+    one = per_trial({"cell": {"family": "f"}}).bundles
+    assert one == [{"CPU": 2.0, "GPU": 0.5, "accelerator_type_l4": 0.5}]
+    # Two workers go through Ray Train: the trial only drives them.
+    assert per_trial({"cell": {"family": "f2"}}).bundles[0]["CPU"] < 0.1
     # A fine-tune's Train workers carry the GPU and the custom resources.
     want = {"CPU": 2.0, "GPU": 0.5, "accelerator_type_l4": 0.5}
     assert worker_resources(2.0, 0.5, dict(env.custom)) == want

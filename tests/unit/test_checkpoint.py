@@ -71,7 +71,9 @@ def test_frozen_head_round_trip(tmp_path):
         "w2": rng.normal(size=(3, 8)),
         "b2": rng.normal(size=3),
     }
-    clf = FrozenHeadClassifier(head, "embedded:minilm-l6", 128, **_common())
+    clf = FrozenHeadClassifier(
+        head, "embedded:minilm-l6", 128, encoder_backend="torch", **_common()
+    )
     x = rng.normal(size=(5, 4)).astype(np.float32)
     p = clf.proba_from_embeddings(x)
     # Hand computation of the MLP head.
@@ -81,14 +83,32 @@ def test_frozen_head_round_trip(tmp_path):
     out = save_classifier(tmp_path / "ck", clf)
     doc = json.loads((out / "classifier.json").read_text())
     assert doc["family"] == "frozen_head"
-    assert doc["family_config"]["encoder"] == {"model": "embedded:minilm-l6", "max_length": 128}
+    assert doc["family_config"]["encoder"] == {
+        "model": "embedded:minilm-l6",
+        "max_length": 128,
+        "backend": "torch",
+        "quantize": "none",
+    }
     back = load_classifier(out)
     assert isinstance(back, FrozenHeadClassifier) and back.kind == "mlp"
+    assert (back.encoder_backend, back.encoder_quantize) == ("torch", "none")
     np.testing.assert_allclose(back.proba_from_embeddings(x), p, rtol=1e-6)
     # The device reaches the encoder, loaded at first use (a GPU replica passes "cuda").
     placed = load_classifier(out, device="cpu")
     assert placed.device == "cpu" and placed._encoder is None
     assert placed.encoder.device.type == "cpu"
+
+
+def test_frozen_head_checkpoint_without_encoder_backend_loads_the_defaults(tmp_path):
+    # classifier.json from before the ONNX backend: the encoder has only model and max_length.
+    head = {"w": np.ones((3, 4)), "b": np.zeros(3)}
+    out = save_classifier(tmp_path / "ck", FrozenHeadClassifier(head, "m", 64, **_common()))
+    doc = json.loads((out / "classifier.json").read_text())
+    doc["family_config"]["encoder"] = {"model": "m", "max_length": 64}
+    (out / "classifier.json").write_text(json.dumps(doc))
+    back = load_classifier(out)
+    assert (back.encoder_backend, back.encoder_quantize) == ("auto", "none")
+    assert (back.encoder_model, back.encoder_max_length) == ("m", 64)
 
 
 def test_tfidf_round_trip(tmp_path):

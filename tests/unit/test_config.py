@@ -131,3 +131,25 @@ def test_validate_does_not_import_ray_or_models():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    "encoder, message",
+    [
+        ({"backend": "torch", "quantize": "int8"}, "quantize=int8 needs the ONNX backend"),
+        ({"quantize": "int8", "num_gpus_per_actor": 0.5}, "quantize=int8 runs on ONNX Runtime"),
+        ({"backend": "onnx", "num_gpus_per_actor": 1}, "backend=onnx runs on the CPU"),
+        ({"backend": "openvino"}, "fidelity.encoder.backend"),
+        ({"quantize": "int4"}, "fidelity.encoder.quantize"),
+    ],
+)
+def test_encoder_backend_and_quantize_errors_name_the_fields(tmp_path, encoder, message):
+    tree = {**MINIMAL, "fidelity": {"encoder": encoder}}
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(_write(tmp_path, tree))
+    assert "fidelity.encoder" in str(err.value)
+
+
+def test_encoder_backend_defaults_to_auto_and_int8_is_allowed_on_the_cpu(tmp_path):
+    cfg = load_config(_write(tmp_path, MINIMAL), ["fidelity.encoder.quantize=int8"])
+    assert cfg.fidelity.encoder.backend == "auto" and cfg.fidelity.encoder.quantize == "int8"

@@ -1,6 +1,7 @@
 """The content-addressed embedding cache: addresses, partial hits, order, shards."""
 
 import numpy as np
+import pytest
 
 from orchestrator.embeddings import EmbeddingCache
 from tasks.embeddings import encoder_key, text_keys
@@ -53,3 +54,54 @@ def test_shard_without_keys_file_is_ignored(tmp_path):
     np.save(tmp_path / "k" / "dead.vecs.npy", np.ones((1, 3), np.float32))
     found, got = EmbeddingCache(tmp_path, "k").lookup(text_keys("k", ["a"]))
     assert found.tolist() == [False] and got is None
+
+
+def test_encoder_key_differs_by_backend_and_quantization():
+    from config.fidelity import EncoderConfig
+    from tasks.embeddings import config_encoder_key
+
+    torch_key = encoder_key("embedded:minilm-l6", 256)
+    assert encoder_key("embedded:minilm-l6", 256, "torch", "none") == torch_key
+    onnx_key = encoder_key("embedded:minilm-l6", 256, "onnx", "none")
+    int8_key = encoder_key("embedded:minilm-l6", 256, "onnx", "int8")
+    assert len({torch_key, onnx_key, int8_key}) == 3
+    # A config's key is its resolved backend's: auto is ONNX on the CPU, torch on a GPU.
+    assert config_encoder_key(EncoderConfig()) == onnx_key
+    assert config_encoder_key(EncoderConfig(backend="torch")) == torch_key
+    assert config_encoder_key(EncoderConfig(num_gpus_per_actor=0.5)) == torch_key
+    assert config_encoder_key(EncoderConfig(quantize="int8")) == int8_key
+    with pytest.raises(ValueError, match="resolve it first"):
+        encoder_key("embedded:minilm-l6", 256, "auto")
+
+
+@pytest.mark.parametrize(
+    "backend, device, quantize, expected",
+    [
+        ("auto", None, "none", "onnx"),
+        ("auto", "cpu", "int8", "onnx"),
+        ("auto", "cuda", "none", "torch"),
+        ("torch", "cpu", "none", "torch"),
+        ("onnx", "cpu", "int8", "onnx"),
+    ],
+)
+def test_resolve_backend(backend, device, quantize, expected):
+    from tasks.embeddings import resolve_backend
+
+    assert resolve_backend(backend, device, quantize) == expected
+
+
+@pytest.mark.parametrize(
+    "backend, device, quantize, message",
+    [
+        ("torch", "cpu", "int8", "quantize=int8 needs the ONNX backend"),
+        ("auto", "cuda:0", "int8", "quantize=int8 needs the ONNX backend"),
+        ("onnx", "cuda", "none", "backend=onnx runs on the CPU"),
+        ("tensorrt", "cpu", "none", "backend='tensorrt'; expected one of"),
+        ("onnx", "cpu", "int4", "quantize='int4'; expected one of"),
+    ],
+)
+def test_resolve_backend_refuses_what_cannot_run(backend, device, quantize, message):
+    from tasks.embeddings import resolve_backend
+
+    with pytest.raises(ValueError, match=message):
+        resolve_backend(backend, device, quantize)

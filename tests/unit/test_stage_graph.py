@@ -72,6 +72,9 @@ def test_fields_that_cannot_change_a_trial_rerun_no_trial(override):
         ("generation.seed=4", {"generate", "fidelity", "trials", "report", "serve_smoke"}),
         ("data.seed=3", set(STAGE_NAMES)),
         ("report.confidence=0.9", {"report"}),
+        # The encoder's backend and quantization change its vectors: fidelity and the trials.
+        ("fidelity.encoder.quantize=int8", {"fidelity", "trials", "report", "serve_smoke"}),
+        ("fidelity.encoder.backend=torch", {"fidelity", "trials", "report", "serve_smoke"}),
     ],
 )
 def test_fields_that_change_an_output_rerun_it_and_what_reads_it(override, stages):

@@ -61,7 +61,13 @@ class FrozenHead(TrialFamily):
         )
         enc = self.encoder
         clf = FrozenHeadClassifier(
-            head, enc.model, int(enc.max_length), labels=job.labels, names=job.names
+            head,
+            enc.model,
+            int(enc.max_length),
+            encoder_backend=enc.backend,
+            encoder_quantize=enc.quantize,
+            labels=job.labels,
+            names=job.names,
         )
         return Fitted(clf, job, steps=taken[0])
 
@@ -87,5 +93,12 @@ class FrozenHead(TrialFamily):
         head = load_file(str(path / fc.get("weights", "head.safetensors")))
         enc = fc["encoder"]
         return FrozenHeadClassifier(
-            head, enc["model"], int(enc["max_length"]), device=device, **common
+            head,
+            enc["model"],
+            int(enc["max_length"]),
+            device=device,
+            # Checkpoints from before the ONNX backend: the defaults (ONNX on a CPU replica).
+            encoder_backend=enc.get("backend", "auto"),
+            encoder_quantize=enc.get("quantize", "none"),
+            **common,
         )
