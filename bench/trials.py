@@ -69,8 +69,9 @@ def load_rows(n: int, n_labels: int = 16) -> tuple[pd.DataFrame, list[str]]:
 class Family:
     """The finetune settings every loop shares (a `FinetuneFamily` is built from it for Ray)."""
 
-    def __init__(self, epochs: int, batch_size: int, max_length: int):
+    def __init__(self, epochs: int, batch_size: int, max_length: int, validate_every: int):
         self.epochs, self.batch_size, self.max_length = epochs, batch_size, max_length
+        self.validate_every = validate_every
         self.learning_rate = 5e-5
 
     def config(self, **extra: Any) -> Any:
@@ -78,7 +79,8 @@ class Family:
 
         return FinetuneFamily(
             name="ft", model=MODEL, max_length=self.max_length, epochs=self.epochs,
-            learning_rate=self.learning_rate, batch_size=self.batch_size, **extra,
+            learning_rate=self.learning_rate, batch_size=self.batch_size,
+            validate_every=self.validate_every, **extra,
         )  # fmt: skip
 
 
@@ -250,10 +252,11 @@ def ray_train_trial(
 
 def bench_finetune(args: argparse.Namespace) -> None:
     train, val, test, labels = split_rows(args)
-    fam = Family(args.epochs, args.batch_size, args.max_length)
+    fam = Family(args.epochs, args.batch_size, args.max_length, args.validate_every or args.epochs)
     print(f"finetune: {len(train)} train / {len(val)} val / {len(test)} test patents, "
           f"{len(labels)} labels, MiniLM, batch {fam.batch_size}, max_length {fam.max_length}, "
-          f"{fam.epochs} epochs, {args.cpus} CPUs")  # fmt: skip
+          f"{fam.epochs} epochs (synthpat validates every {fam.validate_every}), "
+          f"{args.cpus} CPUs")  # fmt: skip
     plain_loop(train.head(16), val.head(8), test.head(8), labels, fam)  # imports, file cache
     bases, trials, olds = [], [], []
     for _ in range(args.repeats):  # alternate, so load from elsewhere hits both sides alike
@@ -420,6 +423,12 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=2, help="synthpat fine-tune trials per repeat")
     p.add_argument("--ray-train", action="store_true", help="also time the Ray Train path")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument(
+        "--validate-every",
+        type=int,
+        help="synthpat's val pass every N epochs (default: --epochs, only after the last, as the "
+        "plain script scores val once)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--repeats", type=int, default=2, help="plain/tune pairs, alternating")

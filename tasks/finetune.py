@@ -247,6 +247,7 @@ def train_finetune(
     steps: int | None = None,
     device: str | None = None,
     on_step: OnStep | None = None,
+    final_val: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> FinetuneClassifier:
     """Fine-tune `family.model` for multi-label classification and return the classifier.
 
@@ -259,6 +260,10 @@ def train_finetune(
     short) instead of `family.epochs` epochs; the LR schedule spans them. The steps taken are in
     `meta["provenance"]["train_steps"]`. `on_step(epoch, rows)` sees each batch's rows (this
     rank's) before its optimizer step. Thresholds are left at 0.5; the caller picks them on val.
+    `final_val`: a dict that receives, under "val", the last validation's (probabilities,
+    embeddings) of the val texts: what scoring the returned model on them would compute, so a
+    caller that scores val does not run it twice. Filled only where they are the same numbers:
+    one process, fp32, the returned model being the trained module itself.
     """
     import torch
 
@@ -288,6 +293,7 @@ def train_finetune(
     )
     loss_fn = build_loss(loss, train_y)
     engine = TrainEngine(model, family, precision, device, total_steps, distributed, fresh)
+    score_batch = max(family.batch_size, 32)  # the classifier's scoring passes, below
     y_train = torch.from_numpy(np.array(train_y, dtype=np.float32))  # a writable copy
     metrics: dict[str, float] = {}
     taken = 0
@@ -315,11 +321,20 @@ def train_finetune(
             "threads": float(torch.get_num_threads()),
         }
         metrics["samples_per_s"] = metrics["samples"] / max(seconds, 1e-9)
-        if (epoch + 1) % family.validate_every == 0 or epoch + 1 == n_epochs:
-            metrics.update(_validate(engine.module, val_tok, val_y, loss_fn, precision, device))
+        last = epoch + 1 == n_epochs
+        if (epoch + 1) % family.validate_every == 0 or last:
+            keep = last and final_val is not None and precision == "fp32" and not distributed
+            val_metrics, scored = _validate(
+                engine.module, val_tok, val_y, loss_fn, precision, device, score_batch, keep
+            )
+            metrics.update(val_metrics)
+            if scored is not None and final_val is not None:
+                final_val["val"] = scored
         if report is not None:
             report(epoch + 1, metrics)
     trained = engine.finish().float().eval()
+    if final_val is not None and trained is not engine.module:
+        final_val.pop("val", None)  # a gathered copy (ZeRO-3): score it afresh
     if attention == "flash_attention_2":
         # Scored (val, test, retrieval) in fp32, which FlashAttention-2 kernels refuse: sdpa
         # computes the same attention. The checkpoint still says how it was trained.
@@ -342,7 +357,7 @@ def train_finetune(
         trained,
         tokenizer,
         family.max_length,
-        batch_size=max(family.batch_size, 32),
+        batch_size=score_batch,
         labels=labels,
         names=names or list(labels),
         meta=meta,
@@ -388,20 +403,23 @@ def _validate(
     loss_fn: Any,
     precision: str,
     device: str,
-) -> dict[str, float]:
-    """Val loss and micro-F1 at 0.5; every process scores the full val set (ZeRO-3 needs all)."""
+    batch_size: int,
+    keep: bool = False,
+) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray] | None]:
+    """Val loss and micro-F1 at 0.5; every process scores the full val set (ZeRO-3 needs all).
+    With `keep`, also the (probabilities, embeddings) that `predict_cached` would give."""
     import torch
     from sklearn.metrics import f1_score
 
     if len(y) == 0:
-        return {}
+        return {}, None
     with autocast(precision, device):
-        p, _ = forward_tokens(module, tokens)
+        p, e = forward_tokens(module, tokens, batch_size, want_embed=keep)
     p_t = torch.from_numpy(np.clip(p, 1e-7, 1 - 1e-7))
     logits = torch.log(p_t) - torch.log1p(-p_t)
     val_loss = float(loss_fn(logits, torch.from_numpy(np.array(y, dtype=np.float32))))
     f1 = float(f1_score(y, p >= 0.5, average="micro", zero_division=0))
-    return {"val_loss": val_loss, "val_micro_f1": f1}
+    return {"val_loss": val_loss, "val_micro_f1": f1}, ((p, e) if keep and e is not None else None)
 
 
 @dataclass(frozen=True)
@@ -434,20 +452,33 @@ class FinetuneFit(NamedTuple):
 
 
 def train_job(
-    job: FinetuneJob, report: Report | None = None, device: str | None = None
+    job: FinetuneJob,
+    report: Report | None = None,
+    device: str | None = None,
+    final_val: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> FinetuneClassifier:
     """`train_finetune` on a job's rows and settings."""
     return train_finetune(
         job.family, job.train_texts, job.train_y, job.val_texts, job.val_y, job.labels,
         job.loss, job.precision, job.attention, job.seed, Path(job.cache_dir), report,
-        names=job.names, blocks=job.blocks, steps=job.steps, device=device,
+        names=job.names, blocks=job.blocks, steps=job.steps, device=device, final_val=final_val,
     )  # fmt: skip
 
 
-def score_job(clf: FinetuneClassifier, job: FinetuneJob) -> dict[str, tuple[np.ndarray, ...]]:
-    """Each of the job's score sets through the trained model (tokenization cached)."""
+def score_job(
+    clf: FinetuneClassifier,
+    job: FinetuneJob,
+    final_val: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """Each of the job's score sets through the trained model (tokenization cached); a set
+    holding exactly the val texts reuses `final_val` (`train_finetune`'s) where it has them."""
+    known = (final_val or {}).get("val")
     return {
-        name: predict_cached(clf, job.family.model, texts, Path(job.cache_dir))
+        name: (
+            known
+            if known is not None and list(texts) == list(job.val_texts)
+            else predict_cached(clf, job.family.model, texts, Path(job.cache_dir))
+        )
         for name, texts in job.score_sets.items()
     }
 
@@ -461,6 +492,7 @@ def train_in_process(job: FinetuneJob, settings: Any = None) -> FinetuneFit:
     if threads:
         torch.set_num_threads(max(1, int(threads)))
     history: list[dict[str, float]] = []
-    clf = train_job(job, report=lambda _epoch, m: history.append(dict(m)))
+    final_val: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    clf = train_job(job, report=lambda _epoch, m: history.append(dict(m)), final_val=final_val)
     clf.meta["train_history"] = history
-    return FinetuneFit(clf, score_job(clf, job))
+    return FinetuneFit(clf, score_job(clf, job, final_val))

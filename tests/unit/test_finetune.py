@@ -241,3 +241,26 @@ def test_head_learning_rate_applies_to_the_parameters_the_checkpoint_lacks(tiny_
     moved = {n for n, p in clf.model.named_parameters()
              if not torch.allclose(p.detach(), start[n], atol=1e-6)}  # fmt: skip
     assert moved == {"classifier.weight", "classifier.bias"}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_last_validation_is_the_val_scoring_of_the_returned_model(
+    tiny_model, tmp_path, precision
+):
+    """The last validation pass hands its val probabilities and embeddings to the trial's
+    scoring, which then skips val; they equal scoring the returned model afresh. In bf16 the
+    validation runs under autocast, the scoring in fp32: nothing is handed over."""
+    x, y = make_data(40, seed=5)
+    vx, vy = x[:12], y[:12]
+    kept: dict = {}
+    clf = train_finetune(
+        family(tiny_model, epochs=3, validate_every=2), x, y, vx, vy, LABELS, "bce", precision,
+        "sdpa", 0, tmp_path, final_val=kept,
+    )  # fmt: skip
+    if precision != "fp32":
+        assert kept == {}
+        return
+    p, e = kept["val"]
+    fresh_p, fresh_e = predict_cached(clf, tiny_model, vx, tmp_path)
+    np.testing.assert_allclose(p, fresh_p, atol=1e-6)
+    np.testing.assert_allclose(e, fresh_e, atol=1e-6)
