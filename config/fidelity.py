@@ -38,17 +38,18 @@ class EncoderConfig(StrictModel):
         0, ge=0, description="GPUs per encoder actor.", json_schema_extra=NOT_FINGERPRINTED
     )
     backend: Literal["auto", "torch", "onnx"] = Field(
-        "auto",
-        description="What runs the encoder: `torch` (sentence-transformers), `onnx` (ONNX "
-        "Runtime on the CPU; the model is exported once per content hash under the model "
-        "cache; fp32 vectors match torch's within 1e-4), or `auto`: ONNX on the CPU, torch "
-        "with num_gpus_per_actor > 0.",
+        "torch",
+        description="What runs the encoder: `torch` (sentence-transformers; the default: on a "
+        "2-core AVX-512 Xeon it embeds 1.4-1.8x faster than ONNX Runtime, BENCHMARKS.md "
+        "encoder), `onnx` (ONNX Runtime on the CPU; the model is exported once per content "
+        "hash under the model cache; fp32 vectors match torch's within 1e-4), or `auto`: ONNX "
+        "on the CPU, torch with num_gpus_per_actor > 0. Run bench/encoder.py on your CPU.",
     )
     quantize: Literal["none", "int8"] = Field(
         "none",
-        description="`int8`: the ONNX model with dynamically quantized int8 weights (faster on "
-        "a CPU; on real patents with MiniLM a mean cosine of ~0.99 to the fp32 vectors). Needs "
-        "the ONNX backend: backend onnx, or auto on the CPU.",
+        description="`int8`: the ONNX model with dynamically quantized int8 weights (on real "
+        "patents with MiniLM a mean cosine of ~0.994 to the fp32 vectors). Needs the ONNX "
+        "backend: backend onnx, or auto on the CPU.",
     )
 
     @model_validator(mode="after")

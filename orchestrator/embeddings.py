@@ -39,7 +39,7 @@ class _EncodeBatches:
         max_length: int,
         forward_batch_size: int | None,
         device: str,
-        backend: str = "auto",
+        backend: str = "torch",
         quantize: str = "none",
     ):
         from tasks.embeddings import load_encoder

@@ -8,7 +8,8 @@ One folder per classifier, any family, never pickle:
 - `finetune`: `model/`: a Hugging Face folder (`save_pretrained`, safetensors) with its tokenizer.
 - `frozen_head`: `head.safetensors` (the linear or MLP head); the frozen encoder is named by its
   model source, token limit, backend and quantization in `family_config.encoder` (a checkpoint
-  without the last two: `auto`, `none`) and loaded with `tasks.embeddings.load_encoder`.
+  without the last two: `torch`, `none`, what it was trained with) and loaded with
+  `tasks.embeddings.load_encoder`.
 - `tfidf_linear`: `tfidf.safetensors` (`idf`, `coef`, `intercept`) + `vocabulary.json` (terms
   in column order); the vectorizer's settings are in `family_config`.
 - `setfit`: `body/`: the contrastively fine-tuned body as a sentence-transformers folder
@@ -216,7 +217,7 @@ class FrozenHeadClassifier(Classifier):
         encoder_max_length: int,
         encoder: Any = None,
         device: str | None = None,
-        encoder_backend: str = "auto",
+        encoder_backend: str = "torch",
         encoder_quantize: str = "none",
         **kw,
     ):
@@ -233,7 +234,8 @@ class FrozenHeadClassifier(Classifier):
     @property
     def encoder(self) -> Any:
         """The frozen sentence encoder, loaded at first use: on `device` (CPU when None) with
-        its backend (`auto`: ONNX Runtime on the CPU, torch on CUDA)."""
+        its backend (`torch`; `onnx`: ONNX Runtime on the CPU; `auto`: ONNX on the CPU, torch on
+        CUDA)."""
         from tasks.embeddings import load_encoder
 
         if self._encoder is None:

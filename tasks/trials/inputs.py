@@ -49,7 +49,7 @@ class EncoderKey(NamedTuple):
     max_length: int
     # As configured (`auto` too): int8 vectors are another encoder's; fp32 ONNX and torch agree
     # within 1e-4, and the on-disk cache keys them apart by the resolved backend anyway.
-    backend: str = "auto"
+    backend: str = "torch"
     quantize: str = "none"
 
     @classmethod

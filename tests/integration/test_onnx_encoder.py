@@ -109,7 +109,7 @@ def test_embed_texts_keeps_each_backend_in_its_own_cache(cache, tmp_path, abstra
     import orchestrator.embeddings as emb
     from config.fidelity import EncoderConfig
 
-    onnx, torch = EncoderConfig(), EncoderConfig(backend="torch")
+    onnx, torch = EncoderConfig(backend="onnx"), EncoderConfig()
     a = emb.embed_texts(abstracts[:4], onnx, tmp_path, use_ray=False)
     b = emb.embed_texts(abstracts[:4], torch, tmp_path, use_ray=False)
     assert np.abs(a - b).max() < 1e-4
@@ -118,7 +118,7 @@ def test_embed_texts_keeps_each_backend_in_its_own_cache(cache, tmp_path, abstra
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
 
 
-def test_frozen_head_served_on_cpu_runs_onnx(cache, tmp_path, abstracts):
+def test_frozen_head_trained_on_onnx_is_served_by_onnx(cache, tmp_path, abstracts):
     from serve.server import ClassifierServer
     from tasks.checkpoint import FrozenHeadClassifier, save_classifier
     from tasks.onnx_encoder import OnnxEncoder
@@ -126,7 +126,9 @@ def test_frozen_head_served_on_cpu_runs_onnx(cache, tmp_path, abstracts):
     rng = np.random.default_rng(0)
     labels = ["A01B", "G06F", "H01L"]
     head = {"w": rng.normal(size=(3, 384)).astype(np.float32), "b": np.zeros(3, np.float32)}
-    clf = FrozenHeadClassifier(head, MODEL, 256, labels=labels, names=labels)
+    clf = FrozenHeadClassifier(
+        head, MODEL, 256, encoder_backend="onnx", labels=labels, names=labels
+    )
     path = str(save_classifier(tmp_path / "ckpt", clf))
     server = ClassifierServer({"checkpoint": path, "trial_id": "t", "num_gpus": 0})
     got = server.predict_proba(abstracts[:6])

@@ -107,7 +107,7 @@ def test_frozen_head_checkpoint_without_encoder_backend_loads_the_defaults(tmp_p
     doc["family_config"]["encoder"] = {"model": "m", "max_length": 64}
     (out / "classifier.json").write_text(json.dumps(doc))
     back = load_classifier(out)
-    assert (back.encoder_backend, back.encoder_quantize) == ("auto", "none")
+    assert (back.encoder_backend, back.encoder_quantize) == ("torch", "none")
     assert (back.encoder_model, back.encoder_max_length) == ("m", 64)
 
 

@@ -137,7 +137,10 @@ def test_validate_does_not_import_ray_or_models():
     "encoder, message",
     [
         ({"backend": "torch", "quantize": "int8"}, "quantize=int8 needs the ONNX backend"),
-        ({"quantize": "int8", "num_gpus_per_actor": 0.5}, "quantize=int8 runs on ONNX Runtime"),
+        (
+            {"backend": "auto", "quantize": "int8", "num_gpus_per_actor": 0.5},
+            "quantize=int8 runs on ONNX Runtime",
+        ),
         ({"backend": "onnx", "num_gpus_per_actor": 1}, "backend=onnx runs on the CPU"),
         ({"backend": "openvino"}, "fidelity.encoder.backend"),
         ({"quantize": "int4"}, "fidelity.encoder.quantize"),
@@ -150,6 +153,13 @@ def test_encoder_backend_and_quantize_errors_name_the_fields(tmp_path, encoder, 
     assert "fidelity.encoder" in str(err.value)
 
 
-def test_encoder_backend_defaults_to_auto_and_int8_is_allowed_on_the_cpu(tmp_path):
-    cfg = load_config(_write(tmp_path, MINIMAL), ["fidelity.encoder.quantize=int8"])
-    assert cfg.fidelity.encoder.backend == "auto" and cfg.fidelity.encoder.quantize == "int8"
+def test_encoder_backend_defaults_to_torch_and_int8_is_allowed_with_onnx(tmp_path):
+    from config.fidelity import EncoderConfig
+
+    assert EncoderConfig().backend == "torch"
+    with pytest.raises(ConfigError, match="quantize=int8 needs the ONNX backend"):
+        load_config(_write(tmp_path, MINIMAL), ["fidelity.encoder.quantize=int8"])
+    for backend in ("onnx", "auto"):
+        overrides = [f"fidelity.encoder.backend={backend}", "fidelity.encoder.quantize=int8"]
+        cfg = load_config(_write(tmp_path, MINIMAL), overrides)
+        assert cfg.fidelity.encoder.quantize == "int8"

@@ -65,11 +65,12 @@ def test_encoder_key_differs_by_backend_and_quantization():
     onnx_key = encoder_key("embedded:minilm-l6", 256, "onnx", "none")
     int8_key = encoder_key("embedded:minilm-l6", 256, "onnx", "int8")
     assert len({torch_key, onnx_key, int8_key}) == 3
-    # A config's key is its resolved backend's: auto is ONNX on the CPU, torch on a GPU.
-    assert config_encoder_key(EncoderConfig()) == onnx_key
-    assert config_encoder_key(EncoderConfig(backend="torch")) == torch_key
-    assert config_encoder_key(EncoderConfig(num_gpus_per_actor=0.5)) == torch_key
-    assert config_encoder_key(EncoderConfig(quantize="int8")) == int8_key
+    # A config's key is its resolved backend's: the default torch keeps the keys from before
+    # the ONNX backend; auto is ONNX on the CPU, torch on a GPU.
+    assert config_encoder_key(EncoderConfig()) == torch_key
+    assert config_encoder_key(EncoderConfig(backend="auto")) == onnx_key
+    assert config_encoder_key(EncoderConfig(backend="auto", num_gpus_per_actor=0.5)) == torch_key
+    assert config_encoder_key(EncoderConfig(backend="auto", quantize="int8")) == int8_key
     with pytest.raises(ValueError, match="resolve it first"):
         encoder_key("embedded:minilm-l6", 256, "auto")
 

@@ -73,8 +73,8 @@ def test_fields_that_cannot_change_a_trial_rerun_no_trial(override):
         ("data.seed=3", set(STAGE_NAMES)),
         ("report.confidence=0.9", {"report"}),
         # The encoder's backend and quantization change its vectors: fidelity and the trials.
-        ("fidelity.encoder.quantize=int8", {"fidelity", "trials", "report", "serve_smoke"}),
-        ("fidelity.encoder.backend=torch", {"fidelity", "trials", "report", "serve_smoke"}),
+        ("fidelity.encoder.backend=onnx", {"fidelity", "trials", "report", "serve_smoke"}),
+        ("fidelity.encoder.backend=auto", {"fidelity", "trials", "report", "serve_smoke"}),
     ],
 )
 def test_fields_that_change_an_output_rerun_it_and_what_reads_it(override, stages):

@@ -365,15 +365,15 @@ def test_each_frozen_head_resolves_its_own_encoder_else_the_fidelity_one():
     families = resolved_families(StudyConfig.model_validate(tree))
     keys = {n: EncoderKey.of(build_family(f).encoder) for n, f in families.items()}
     assert keys == {
-        "own": ("embedded:minilm-l6", 32, "auto", "none"),
+        "own": ("embedded:minilm-l6", 32, "torch", "none"),
         # not the first family's: the fidelity stage's
-        "dflt": ("embedded:minilm-l6", 128, "auto", "none"),
+        "dflt": ("embedded:minilm-l6", 128, "torch", "none"),
     }
     # Without a fidelity section: the default encoder.
     bare = resolved_families(study({"families": [fam("frozen_head")]}))
     assert EncoderKey.of(bare["frozen_head"].encoder) == EncoderKey("embedded:minilm-l6", 256)
     # int8 vectors are another encoder's: their own key, their own embedding pass.
-    int8 = dict(own, quantize="int8")
+    int8 = dict(own, backend="onnx", quantize="int8")
     tree["trials"]["families"][0]["encoder"] = int8
     families = resolved_families(StudyConfig.model_validate(tree))
     assert EncoderKey.of(build_family(families["own"]).encoder).quantize == "int8"

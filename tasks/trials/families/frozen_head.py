@@ -97,8 +97,8 @@ class FrozenHead(TrialFamily):
             enc["model"],
             int(enc["max_length"]),
             device=device,
-            # Checkpoints from before the ONNX backend: the defaults (ONNX on a CPU replica).
-            encoder_backend=enc.get("backend", "auto"),
+            # Checkpoints from before the ONNX backend were trained on torch's vectors.
+            encoder_backend=enc.get("backend", "torch"),
             encoder_quantize=enc.get("quantize", "none"),
             **common,
         )
