@@ -150,6 +150,19 @@ def plain_loop(
     }
 
 
+def real_only_grid(family: dict, n_train: int, **trials: Any) -> tuple[list, dict]:
+    """The cells and families of a one-family real_only study on `n_train` real patents."""
+    from config import StudyConfig
+    from tasks.trials.grid import expand_grid
+
+    cfg = StudyConfig.model_validate({
+        "study": "bench",
+        "data": {"source": {"path": str(DATA)}, "regimes": [{"name": "real", "size": n_train}]},
+        "trials": {"families": [family], "arms": ["real_only"], **trials},
+    })  # fmt: skip
+    return expand_grid(cfg, corpora=[]), {f.name: f for f in cfg.trials.families}
+
+
 def synthpat_trials(
     train: pd.DataFrame,
     val: pd.DataFrame,
@@ -164,24 +177,15 @@ def synthpat_trials(
     started before the clock (a stage cost, paid once); Tune's start-up is inside it."""
     import ray
 
-    from config import StudyConfig
     from orchestrator.trials_tune import GridRun, collect, run_grid
-    from tasks.trials.grid import expand_grid
     from tasks.trials.inputs import EvalData, TrialInputs, TrialSettings
 
     work = Path(tempfile.mkdtemp(prefix="bench-ft-"))
     shared = EvalData(labels=labels, names=labels, val=val, test=test, cache_dir=str(work / "c"))
     data = TrialInputs(shared, real={"real": train})
-    family = fam.config().model_dump()
-    cfg = StudyConfig.model_validate({
-        "study": "bench",
-        "data": {"source": {"path": str(DATA)},
-                 "regimes": [{"name": "real", "size": len(train)}]},
-        "trials": {"families": [family], "arms": ["real_only"], "seeds": list(range(args.trials)),
-                   "attentions": ["sdpa"]},
-    })  # fmt: skip
-    cells = expand_grid(cfg, corpora=[])
-    families = {f.name: f for f in cfg.trials.families}
+    cells, families = real_only_grid(
+        fam.config().model_dump(), len(train), seeds=list(range(args.trials)), attentions=["sdpa"]
+    )
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
              object_store_memory=300 * 1024 * 1024)  # fmt: skip
     try:
@@ -360,10 +364,8 @@ def _cpu_busy() -> tuple[float, float]:
 def bench_stage(args: argparse.Namespace) -> None:
     import ray
 
-    from config import StudyConfig
     from orchestrator.trials_tune import GridRun, collect, run_grid
     from tasks.embeddings import encode_texts, load_encoder
-    from tasks.trials.grid import expand_grid
     from tasks.trials.inputs import Embeddings, EncoderKey, EvalData, TrialInputs, TrialSettings
 
     n_eval = 128
@@ -380,15 +382,9 @@ def bench_stage(args: argparse.Namespace) -> None:
     data = TrialInputs(shared, real={"real": train.reset_index(drop=True)}, embeddings={key: emb})
     family = {"kind": "frozen_head", "name": "head", "head": "mlp", "epochs": args.head_epochs,
               "encoder": {"model": MODEL, "max_length": args.max_length}}  # fmt: skip
-    cfg = StudyConfig.model_validate({
-        "study": "bench",
-        "data": {"source": {"path": str(DATA)},
-                 "regimes": [{"name": "real", "size": len(train)}]},
-        "trials": {"families": [family], "arms": ["real_only"], "losses": LOSSES,
-                   "seeds": list(range(args.seeds))},
-    })  # fmt: skip
-    cells = expand_grid(cfg, corpora=[])
-    families = {f.name: f for f in cfg.trials.families}
+    cells, families = real_only_grid(
+        family, len(train), seeds=list(range(args.seeds)), losses=LOSSES
+    )
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
              object_store_memory=300 * 1024 * 1024)  # fmt: skip
     try:
