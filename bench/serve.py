@@ -62,18 +62,23 @@ async def load(url: str, texts: list[str], clients: int, max_requests: int, seco
             latencies.append(time.perf_counter() - t0)
 
     async with httpx.AsyncClient(base_url=url, timeout=120.0, limits=limits) as ac:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(ac) for _ in range(clients)))
-        elapsed = time.perf_counter() - t0
-    return np.array(latencies), statuses, elapsed
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return np.array(latencies), statuses, elapsed, cpu
 
 
-def summarize(clients: int, lat: list[float], statuses: list[int], elapsed: float) -> dict:
+def summarize(
+    clients: int, lat: list[float], statuses: list[int], elapsed: float, client_cpu: float
+) -> dict:
     arr = np.array(lat)
     return {
         "clients": clients,
         "requests": len(arr),
         "rps": len(arr) / elapsed,
+        # The load generator runs on the same cores as the servers: its CPU per request is
+        # taken from what the servers could use.
+        "client_cpu_ms": float(client_cpu / max(len(arr), 1) * 1000),
         "p50_ms": float(np.percentile(arr, 50) * 1000),
         "p99_ms": float(np.percentile(arr, 99) * 1000),
         "non_200": sum(s != 200 for s in statuses),
@@ -190,21 +195,22 @@ def run_all(checkpoint: Path, run_dir: Path, trial: str, texts, levels, args) ->
         out: dict[str, list[dict]] = {name: [] for name in servers}
         per_round = max(1, args.requests // args.rounds)
         for clients in levels:
-            acc = {name: ([], [], 0.0) for name in servers}
+            acc = {name: ([], [], 0.0, 0.0) for name in servers}
             for _ in range(args.rounds):
                 for name, url in servers.items():
-                    lat, st, el = asyncio.run(
+                    lat, st, el, cpu = asyncio.run(
                         load(url, texts, clients, per_round, args.seconds / args.rounds)
                     )
                     a = acc[name]
-                    acc[name] = (a[0] + list(lat), a[1] + st, a[2] + el)
+                    acc[name] = (a[0] + list(lat), a[1] + st, a[2] + el, a[3] + cpu)
             for name in servers:
                 row = summarize(clients, *acc[name])
                 out[name].append(row)
                 print(
                     f"  {clients:>3} clients {name:>15}: {row['requests']:>4} req, "
                     f"{row['rps']:7.1f} req/s, p50 {row['p50_ms']:7.1f} ms, "
-                    f"p99 {row['p99_ms']:7.1f} ms, 5xx {row['5xx']}",
+                    f"p99 {row['p99_ms']:7.1f} ms, 5xx {row['5xx']}, "
+                    f"client CPU {row['client_cpu_ms']:.1f} ms/req",
                     flush=True,
                 )
         return out
