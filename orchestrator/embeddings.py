@@ -7,9 +7,10 @@ same encoder is read from the cache, never embedded again. The cache is a folder
 shard is written vectors first and keys last, each through a rename, so a shard with keys is
 complete and concurrent writers never corrupt each other (a duplicate row in two shards is
 harmless). Missing texts are embedded by Ray Data actors (`map_batches` with a callable class)
-when Ray is up, else in this process. The encoder's backend (`encoder.backend`: ONNX Runtime on
-the CPU, torch on a GPU) is part of the key; an ONNX model is exported before the actors start
-(once per content hash, `tasks.onnx_encoder`), so they load it instead of each exporting it.
+when Ray is up, else in this process. The encoder's resolved backend (`encoder.backend`: torch by
+default, ONNX Runtime on the CPU when asked) is part of the key; an ONNX model is exported before
+the actors start (once per content hash, `tasks.onnx_encoder`), so they load it instead of each
+exporting it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from config.fidelity import EncoderConfig
+from tasks.embeddings import encoder_device
 from tasks.files import save_npy_atomic
 
 
@@ -54,17 +56,11 @@ class _EncodeBatches:
         return {"i": batch["i"], "embedding": vecs}
 
 
-def _device(encoder: EncoderConfig) -> str:
-    from tasks.embeddings import encoder_device
-
-    return encoder_device(encoder)
-
-
 def _export_once(encoder: EncoderConfig) -> None:
     """Make the ONNX export here, before the actors start, where the backend is ONNX."""
     from tasks.embeddings import resolve_backend
 
-    if resolve_backend(encoder.backend, _device(encoder), encoder.quantize) == "onnx":
+    if resolve_backend(encoder.backend, encoder_device(encoder), encoder.quantize) == "onnx":
         from tasks.onnx_encoder import onnx_model_dir
 
         onnx_model_dir(encoder.model, encoder.quantize)
@@ -83,7 +79,7 @@ def encode_with_ray(texts: Sequence[str], encoder: EncoderConfig) -> np.ndarray:
             "model": encoder.model,
             "max_length": encoder.max_length,
             "forward_batch_size": encoder.forward_batch_size,
-            "device": _device(encoder),
+            "device": encoder_device(encoder),
             "backend": encoder.backend,
             "quantize": encoder.quantize,
         },
@@ -109,9 +105,8 @@ def encode_local(texts: Sequence[str], encoder: EncoderConfig) -> np.ndarray:
     """Embed texts in this process (no Ray): the path for unit tests and Ray-less callers."""
     from tasks.embeddings import encode_texts, load_encoder
 
-    model = load_encoder(
-        encoder.model, encoder.max_length, _device(encoder), encoder.backend, encoder.quantize
-    )
+    enc, device = encoder, encoder_device(encoder)
+    model = load_encoder(enc.model, enc.max_length, device, enc.backend, enc.quantize)
     return encode_texts(texts, model, encoder.forward_batch_size, progress=len(texts) > 256)
 
 

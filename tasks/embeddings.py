@@ -121,8 +121,8 @@ def load_encoder(
 ) -> Any:
     """An encoder for a config model source; never reaches a hub when offline.
 
-    `backend` as in `resolve_backend`; the default `torch` gives a SentenceTransformer (what a
-    SetFit body trains), config paths pass the config's (default `auto`). `onnx` gives an
+    `backend` as in `resolve_backend`; `torch` (the default here and in the config) gives a
+    SentenceTransformer (what a SetFit body trains), config paths pass the config's. `onnx` gives an
     `OnnxEncoder`, exported on first use (`quantize=int8`: its dynamically quantized copy).
     """
     from tasks.models import resolve_model
