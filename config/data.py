@@ -11,17 +11,26 @@ from config.base import NOT_FINGERPRINTED, ConfigPath, StrictModel
 
 class SourceConfig(StrictModel):
     path: ConfigPath = Field(
-        description="File or folder of real patents (JSONL, CSV, Parquet, or HUPD-style JSON).",
+        description="File or folder of real patents (JSONL, CSV, Parquet, or HUPD-style JSON); "
+        "JSONL and CSV may be gzip (`.jsonl.gz`, `.csv.gz`) or zstd (`.jsonl.zst`, `.csv.zst`).",
         json_schema_extra=NOT_FINGERPRINTED,
     )
     format: Literal["auto", "jsonl", "csv", "parquet", "hupd"] = Field(
-        "auto", description="Input format; `auto` decides from the file extension."
+        "auto",
+        description="Input format; `auto` decides from the file extension, looked up through a "
+        "`.gz` or `.zst` suffix.",
     )
     min_good_records: int = Field(
         200, ge=1, description="Fail the prepare stage if fewer valid records than this remain."
     )
     limit: int | None = Field(
         None, ge=1, description="Read at most this many valid records (for quick experiments)."
+    )
+    max_text_chars: int = Field(
+        50_000,
+        gt=0,
+        description="Set aside (as rejected, never truncated) a record whose text, title and "
+        "abstract, is longer than this many characters.",
     )
 
 

@@ -1,22 +1,33 @@
 """Real patent records: one record type and loaders for JSONL, CSV, Parquet and HUPD JSON.
 
 Every record is validated; a bad one is reported with its file and line (or row) and set aside,
-never fatal on its own.
+never fatal on its own. JSONL and CSV files are read as people have them: a UTF-8 byte-order mark
+is dropped, CRLF line ends are read as LF, and `.gz` / `.zst` files are decompressed on the fly
+(chosen by the extension: `patents.jsonl.zst` is zstd-compressed JSONL).
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import re
+import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from tasks.text import collapse_whitespace
 
 Format = Literal["auto", "jsonl", "csv", "parquet", "hupd"]
+Compression = Literal["gzip", "zstd"]
+
+_COMPRESSION: dict[str, Compression] = {".gz": "gzip", ".zst": "zstd"}
+#: What a corrupt or truncated compressed file raises while it is read (zstd's own error aside).
+_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
+_CSV_FIELD_LIMIT = 2**31 - 1  # the largest a C long holds everywhere
 
 _SUBCLASS = re.compile(r"^[A-HY]\d{2}[A-Z]$")
 _CODE = re.compile(r"^([A-HY]\d{2}[A-Z])\s*(\d+)\s*(?:/\s*(\d+))?")
@@ -147,39 +158,93 @@ def record_from_mapping(obj: Any, hupd: bool = False) -> PatentRecord:
     )
 
 
+def compression_of(path: Path) -> Compression | None:
+    """`gzip` for `*.gz`, `zstd` for `*.zst`, None for a file read as it is."""
+    return _COMPRESSION.get(path.suffix.lower())
+
+
 def detect_format(path: Path) -> Format:
+    """The format from the extension, looked up through `.gz` / `.zst` (`p.csv.gz` is csv)."""
     if path.is_dir():
         return "hupd"
-    suffix = path.suffix.lower()
+    inner = path.with_suffix("") if compression_of(path) else path
     return {
         ".jsonl": "jsonl",
         ".ndjson": "jsonl",
         ".csv": "csv",
         ".parquet": "parquet",
         ".json": "hupd",
-    }.get(suffix, "jsonl")
+    }.get(inner.suffix.lower(), "jsonl")
+
+
+def _zstd() -> Any:
+    # The standard library has zstd from Python 3.14; `backports.zstd` is the same module before.
+    if sys.version_info >= (3, 14):
+        from compression import zstd
+    else:
+        try:
+            from backports import zstd
+        except ImportError:
+            raise ImportError(
+                "reading a .zst input needs the backports-zstd package (a synthpat dependency: "
+                "pip install -e .)"
+            ) from None
+    return zstd
+
+
+def _open_text(path: Path, newline: str | None = None) -> IO[str]:
+    """`path` opened as text: decompressed by its extension, a leading UTF-8 BOM dropped
+    (`utf-8-sig`), undecodable bytes replaced. `newline=None` reads CRLF as LF; csv wants `""`."""
+    text = {"encoding": "utf-8-sig", "errors": "replace", "newline": newline}
+    kind = compression_of(path)
+    if kind == "gzip":
+        return gzip.open(path, "rt", **text)
+    if kind == "zstd":
+        return _zstd().open(path, "rt", **text)
+    return open(path, **text)
+
+
+def _read_errors(path: Path) -> tuple[type[BaseException], ...]:
+    return (*_READ_ERRORS, _zstd().ZstdError) if compression_of(path) == "zstd" else _READ_ERRORS
+
+
+def _unreadable(path: Path, after_line: int, exc: BaseException) -> ValueError:
+    # A truncated download or a corrupt archive ends the file, not one record: fail, naming where.
+    where = f"past line {after_line}" if after_line else "from its start"
+    return ValueError(f"{path}: cannot read {where}: {exc}")
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, line, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield lineno, line, ValueError(f"not valid JSON ({exc.msg})")
+    lineno = 0
+    with _open_text(path) as f:
+        try:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield lineno, line, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield lineno, line, ValueError(f"not valid JSON ({exc.msg})")
+        except _read_errors(path) as exc:
+            raise _unreadable(path, lineno, exc) from exc
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[int, str, Any]]:
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    # The csv module fails a whole file on a field over 131,072 characters: here
+    # `data.source.max_text_chars` says what is too long, and claims have no limit. The limit is
+    # process-wide; it is only ever raised.
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    with _open_text(path, newline="") as f:
         reader = csv.DictReader(f)
-        for row in reader:
-            # DictReader's line_num is the line where the row ends; rows may span lines.
-            if None in row:
-                yield reader.line_num, str(row), ValueError("more fields than the header")
-                continue
-            yield reader.line_num, json.dumps(row), dict(row)
+        try:
+            for row in reader:
+                # DictReader's line_num is the line where the row ends; rows may span lines.
+                if None in row:
+                    yield reader.line_num, str(row), ValueError("more fields than the header")
+                    continue
+                yield reader.line_num, json.dumps(row), dict(row)
+        except _read_errors(path) as exc:
+            raise _unreadable(path, reader.line_num, exc) from exc
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, str, Any]]:
@@ -193,7 +258,7 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, str, Any]]:
 def _iter_hupd(path: Path) -> Iterator[tuple[str, int, str, Any]]:
     files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
     for file in files:
-        raw = file.read_text(encoding="utf-8", errors="replace")
+        raw = file.read_text(encoding="utf-8-sig", errors="replace")
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -204,12 +269,27 @@ def _iter_hupd(path: Path) -> Iterator[tuple[str, int, str, Any]]:
             yield str(file), i, json.dumps(item)[:2000], item
 
 
-def load_records(path: str | Path, fmt: Format = "auto", limit: int | None = None) -> LoadResult:
-    """Load and validate every record; bad ones go to `rejected` with file, line and reason."""
+def load_records(
+    path: str | Path,
+    fmt: Format = "auto",
+    limit: int | None = None,
+    max_text_chars: int | None = None,
+) -> LoadResult:
+    """Load and validate every record; bad ones go to `rejected` with file, line and reason.
+
+    `max_text_chars`: a record whose text (`PatentRecord.text`: title and abstract) is longer is
+    set aside as rejected, not truncated; None reads any length."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data.source.path: {path} does not exist")
+    if max_text_chars is not None and max_text_chars < 1:
+        raise ValueError(f"data.source.max_text_chars={max_text_chars} must be >= 1")
     fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt in ("parquet", "hupd") and compression_of(path):
+        raise ValueError(
+            f"data.source.path: {path}: a compressed {fmt} input is not read; only JSONL and "
+            "CSV may be .gz or .zst (Parquet compresses inside the file)"
+        )
     result = LoadResult()
     if fmt == "hupd":
         stream: Iterator[tuple[str, int, str, Any]] = _iter_hupd(path)
@@ -219,11 +299,21 @@ def load_records(path: str | Path, fmt: Format = "auto", limit: int | None = Non
     for file, line, raw, obj in stream:
         if limit is not None and len(result.records) >= limit:
             break
-        if isinstance(obj, ValueError):
-            result.rejected.append(Rejection(file, line, str(obj), raw.rstrip("\n")[:2000]))
-            continue
         try:
-            result.records.append(record_from_mapping(obj, hupd=fmt == "hupd"))
+            result.records.append(_validate(obj, fmt == "hupd", max_text_chars))
         except ValueError as exc:
             result.rejected.append(Rejection(file, line, str(exc), raw.rstrip("\n")[:2000]))
     return result
+
+
+def _validate(obj: Any, hupd: bool, max_text_chars: int | None) -> PatentRecord:
+    """One parsed record as a PatentRecord; ValueError with the reason it is set aside."""
+    if isinstance(obj, ValueError):  # the reader could not parse it
+        raise obj
+    record = record_from_mapping(obj, hupd=hupd)
+    if max_text_chars is not None and len(record.text) > max_text_chars:
+        raise ValueError(
+            f"text: {len(record.text)} characters (title and abstract), over "
+            f"data.source.max_text_chars={max_text_chars}"
+        )
+    return record

@@ -28,7 +28,12 @@ class PrepareStage(Stage):
 
         data = ctx.cfg.data
         with console.status(f"reading {data.source.path}"):
-            loaded = load_records(data.source.path, data.source.format, data.source.limit)
+            loaded = load_records(
+                data.source.path,
+                data.source.format,
+                data.source.limit,
+                max_text_chars=data.source.max_text_chars,
+            )
         with open(ctx.out_dir / "rejected.jsonl", "w") as f:
             for rej in loaded.rejected:
                 f.write(json.dumps(rej.to_dict()) + "\n")
