@@ -51,8 +51,13 @@ class Manifest:
     package_version: str
     rows: dict[str, int] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
-    started_at: float = 0.0
-    seconds: float = 0.0
+    started_at: float = 0.0  # this attempt's start (epoch seconds)
+    seconds: float = 0.0  # this attempt's
+    # Every attempt at this fingerprint up to this output, this one last: `{started_at, seconds,
+    # ended}` (orchestrator/stages/base.py says what a killed one counts). Older manifests have
+    # neither field: one attempt of `seconds`.
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    total_seconds: float | None = None
 
     @classmethod
     def read(cls, stage_dir: Path) -> Manifest | None:

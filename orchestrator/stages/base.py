@@ -12,10 +12,16 @@ A stage's fingerprint hashes those three and the package version, with each inpu
 fingerprint computed the same way from the config, so the whole graph's fingerprints are known
 before anything runs: `run` skips what is up to date, `status` says why a stage is stale, and
 `plan` says what a run would do. All three go through `StageGraph`.
+
+A stage's time is kept across attempts: a run that is killed or fails and is started again
+resumes the same work folder, and the manifest records the finishing attempt's seconds and the
+total of every attempt that led to the output (`AttemptLog`).
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,8 +33,16 @@ from rich.console import Console
 from config import StudyConfig
 from config.base import fingerprint_view, value_at
 from orchestrator.cache import Manifest, RunStore, hash_file, hash_json, now
+from tasks.files import write_json_atomic
 
 console = Console(stderr=True, soft_wrap=True)
+
+#: The attempts record, in the stage's work folder (`RunStore.work_dir`): that folder holds the
+#: work that later attempts at the same fingerprint reuse, and is removed once the stage succeeds.
+ATTEMPTS = "attempts.json"
+#: How often a running attempt rewrites its entry. A killed attempt counts up to its last write,
+#: so its time is short by less than this.
+HEARTBEAT_S = 15.0
 
 
 @dataclass
@@ -203,6 +217,83 @@ def _changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix or "(root)"]
 
 
+class AttemptLog:
+    """This attempt's entry in its stage's attempts record, kept current while the stage runs.
+
+    An entry is `{started_at, seconds, ended}`. It is written when the attempt starts and, while
+    `ended` is `running`, rewritten every HEARTBEAT_S by a daemon thread; an exception (Ctrl-C
+    too) records `failed` with the exact seconds. An entry still `running` when the next attempt
+    starts belonged to a killed process (SIGKILL, a lost machine): it becomes `killed` and counts
+    the seconds of its last write, up to its last heartbeat, never more than it ran. The total is
+    every attempt at this fingerprint since the stage last succeeded, the ones whose work the
+    output reuses; a trials output's reuse of another output's trials is not counted here (that
+    time is in the manifest of the output that trained them).
+    """
+
+    def __init__(self, work_dir: Path):
+        self.path = work_dir / ATTEMPTS
+        self.earlier = [
+            {**a, "ended": "killed"} if a["ended"] == "running" else a
+            for a in read_attempts(self.path)
+        ]
+        self.started_at = now()
+        self._t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._write("running")
+        self._beat = threading.Thread(target=self._heartbeat, name="stage-heartbeat", daemon=True)
+        self._beat.start()
+
+    def done(self) -> list[dict[str, Any]]:
+        """Stop beating; every attempt's entry, this one `done`, for the manifest."""
+        self._stop_beating()
+        return self._entries("done")
+
+    def failed(self) -> None:
+        """Stop beating and record this attempt as `failed` with its time, for the next one."""
+        self._stop_beating()
+        try:
+            self._write("failed")
+        except OSError as exc:  # the stage's own error is the one to raise
+            console.print(f"[yellow]{self.path}: attempt time not recorded ({exc})")
+
+    def _entries(self, ended: str) -> list[dict[str, Any]]:
+        seconds = round(time.perf_counter() - self._t0, 3)
+        return [*self.earlier, {"started_at": self.started_at, "seconds": seconds, "ended": ended}]
+
+    def _write(self, ended: str) -> None:
+        write_json_atomic(self.path, self._entries(ended))
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._write("running")
+            except OSError as exc:  # the stage goes on; only a kill from now on counts short
+                console.print(f"[yellow]{self.path}: attempt time no longer recorded ({exc})")
+                return
+
+    def _stop_beating(self) -> None:
+        self._stop.set()
+        self._beat.join()
+
+
+def read_attempts(path: Path) -> list[dict[str, Any]]:
+    """The entries of an attempts record; none where it is missing or not one (it is only a
+    record of time: a bad one restarts the count rather than failing the stage)."""
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    if not isinstance(entries, list):
+        return []
+    return [
+        e
+        for e in entries
+        if isinstance(e, dict)
+        and isinstance(e.get("seconds"), int | float)
+        and isinstance(e.get("ended"), str)
+    ]
+
+
 def run_dir_for(cfg: StudyConfig) -> Path:
     base = cfg.resources.runs_dir or Path.cwd() / "runs"
     return Path(base) / cfg.study
@@ -232,26 +323,35 @@ def run_stage(graph: StageGraph, name: str, force: bool = False) -> Manifest:
     why = graph.stale_reason(name, manifest) if manifest is not None else "not run yet"
     console.print(f"[bold]{name}[/bold]: running ({'forced' if force else why})")
     tmp = store.begin(name)
-    started, t0 = now(), time.perf_counter()
     work = store.work_dir(name, key.fingerprint)
+    attempt = AttemptLog(work)
     ctx = StageContext(cfg, store, tmp, work, key.fingerprint, graph.inputs(name), force)
-    out = stage.run(ctx)
-    manifest = Manifest(
-        stage=name,
-        fingerprint=key.fingerprint,
-        upstream=key.upstream,
-        config=key.config,
-        inputs=key.inputs,
-        package_version=_version(),
-        rows=out.rows,
-        summary=out.summary,
-        started_at=started,
-        seconds=round(time.perf_counter() - t0, 3),
-    )
-    store.commit(name, tmp, manifest)
+    try:
+        out = stage.run(ctx)
+        attempts = attempt.done()
+        manifest = Manifest(
+            stage=name,
+            fingerprint=key.fingerprint,
+            upstream=key.upstream,
+            config=key.config,
+            inputs=key.inputs,
+            package_version=_version(),
+            rows=out.rows,
+            summary=out.summary,
+            started_at=attempt.started_at,
+            seconds=attempts[-1]["seconds"],
+            attempts=attempts,
+            total_seconds=round(sum(a["seconds"] for a in attempts), 3),
+        )
+        store.commit(name, tmp, manifest)
+    except BaseException:
+        attempt.failed()
+        raise
     _clear_work(ctx.work_dir)
-    rows = _rows(manifest.rows)
-    console.print(f"[green]{name}: done[/green] in {manifest.seconds:.1f}s ({rows})")
+    took = f"{manifest.seconds:.1f}s"
+    if len(attempts) > 1:
+        took += f" ({len(attempts)} attempts, {manifest.total_seconds:.1f}s in all)"
+    console.print(f"[green]{name}: done[/green] in {took} ({_rows(manifest.rows)})")
     return manifest
 
 
