@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from config import ConfigError, StudyConfig, load_config
+
+if TYPE_CHECKING:
+    from orchestrator.cache import Manifest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -208,7 +211,7 @@ def status(run_dir: Annotated[Path, typer.Argument(help="runs/<study> folder.")]
 
 
 def _print_states(states: list, title: str, would_run: bool = False) -> None:
-    """One row per stage: its state against the config, rows, seconds and a note.
+    """One row per stage: its state against the config, rows, seconds (`stage_seconds`), a note.
 
     `would_run`: label stale and missing stages as what `synthpat run` would do (the plan)."""
     from rich.console import Console
@@ -228,11 +231,19 @@ def _print_states(states: list, title: str, would_run: bool = False) -> None:
         t.add_row(
             st.stage,
             f"[{color}]{label}[/{color}]",
-            f"{m.seconds:.1f}" if m else "",
+            stage_seconds(m) if m else "",
             rows,
             str(note),
         )
     Console().print(t)
+
+
+def stage_seconds(m: Manifest) -> str:
+    """A stage's seconds over every attempt that made its output, with the count when more than
+    one; a manifest from before attempts were recorded is one attempt of `seconds`."""
+    total = m.total_seconds if m.total_seconds is not None else m.seconds
+    n = len(m.attempts) or 1
+    return f"{total:.1f}" + (f" ({n} attempts)" if n > 1 else "")
 
 
 @app.command()
@@ -278,6 +289,63 @@ def serve(
             )
     except (ValueError, FileNotFoundError, RuntimeError, TimeoutError) as exc:
         typer.echo(f"serve: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="runs/<study> folder to export from.")],
+    to: Annotated[Path, typer.Option("--to", help="Folder to write (created; must be empty).")],
+    trial: Annotated[
+        str | None, typer.Option(help="Export this trial_id instead of the one serve picks.")
+    ] = None,
+    push_to_hub: Annotated[
+        str | None,
+        typer.Option(
+            help="Upload to this Hub model repo (owner/name); the corpora go to the dataset "
+            "repo owner/name-synthetic-corpora."
+        ),
+    ] = None,
+) -> None:
+    """Write the served (or --trial) classifier and every synthetic corpus as Hugging Face
+    folders with model and dataset cards."""
+    from serve.launch import load_run_settings
+    from serve.select import candidates, select_checkpoint, trials_dir
+    from tasks.artifacts import load_results
+    from tasks.export import ExportError, export_run
+    from tasks.export.hub import HubError, corpora_repo, hub_token, push_export
+
+    if not run_dir.is_dir():
+        typer.echo(f"RUN_DIR {run_dir}: no such run folder", err=True)
+        raise typer.Exit(2)
+    try:
+        if push_to_hub:
+            hub_token(push_to_hub)  # no token or no network: say so before exporting
+        metric = load_run_settings(run_dir).select_metric
+        sel = select_checkpoint(run_dir, metric, trial, flag="--trial")
+        chosen = {"select_metric": metric, "select_value": sel.value}
+        if trial is None:
+            n = len(candidates(load_results(trials_dir(run_dir)), metric))
+            chosen.update(chosen_by="select_metric", n_candidates=n)
+        else:
+            chosen.update(chosen_by="trial")
+        result = export_run(
+            run_dir,
+            to,
+            sel.path,
+            sel.row,
+            trial=chosen,
+            dataset_repo=corpora_repo(push_to_hub) if push_to_hub else None,
+        )
+        typer.echo(
+            f"exported trial {result.trial_id} ({result.family}) to {result.folder}; "
+            f"{len(result.corpora)} corpora in {result.folder / 'corpora'}"
+        )
+        if push_to_hub:
+            for url in push_export(result.folder, push_to_hub):
+                typer.echo(f"pushed {url}")
+    except (ExportError, HubError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        typer.echo(f"export: {exc}", err=True)
         raise typer.Exit(1) from None
 
 

@@ -46,11 +46,9 @@ class ClassifierServer:
     """One loaded checkpoint: model calls, label metadata and the model card. No Ray in here."""
 
     def __init__(self, spec: dict[str, Any], classifier: Any = None):
-        from tasks.checkpoint import load_classifier, read_classifier_json
-
         self.spec = spec
         self.path = local_checkpoint(spec)
-        doc = read_classifier_json(self.path)
+        doc = read_card(self.path)
         self.family = doc["family"]
         num_gpus = float(spec.get("num_gpus", 0))
         wants_gpu = self.family in TORCH_FAMILIES and num_gpus > 0
@@ -60,7 +58,7 @@ class ClassifierServer:
         self.device = serving_device(self.family, num_gpus, cuda)
         self.precision = serving_precision(self.family, doc.get("precision", "fp32"), cuda)
         if classifier is None:
-            classifier = load_classifier(self.path, device=self.device, precision=self.precision)
+            classifier = load_any(self.path, device=self.device, precision=self.precision)
         self.classifier = classifier
         self.doc = doc
         self.trial_id = str(spec["trial_id"])
@@ -120,6 +118,33 @@ def _cuda_available() -> bool:
         return False
 
 
+def card_file(folder: Path) -> Path:
+    """The file that makes `folder` a classifier: synthpat.json of an exported folder
+    (`synthpat export`), else a checkpoint's classifier.json."""
+    from tasks.checkpoint import CLASSIFIER_JSON
+    from tasks.export import EXPORT_JSON
+
+    export = Path(folder) / EXPORT_JSON
+    return export if export.is_file() else Path(folder) / CLASSIFIER_JSON
+
+
+def read_card(folder: Path) -> dict[str, Any]:
+    """The classifier document of a checkpoint or an exported folder."""
+    from tasks.checkpoint import read_classifier_json
+    from tasks.export import is_export, read_export_json
+
+    return read_export_json(folder) if is_export(folder) else read_classifier_json(folder)
+
+
+def load_any(folder: Path, device: str | None = None, precision: str | None = None) -> Any:
+    """A checkpoint's or an exported folder's classifier."""
+    from tasks.checkpoint import load_classifier
+    from tasks.export import is_export, load_export
+
+    loader = load_export if is_export(folder) else load_classifier
+    return loader(folder, device=device, precision=precision)
+
+
 def server_spec(
     selection: Any, num_gpus: float = 0, storage_path: str | None = None
 ) -> dict[str, Any]:
@@ -149,7 +174,7 @@ def _checkpoint_digest(folder: Path) -> str:
     files = sorted(
         (str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file()
     )
-    blob = repr(files).encode() + (folder / "classifier.json").read_bytes()
+    blob = repr(files).encode() + card_file(folder).read_bytes()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -161,10 +186,11 @@ def stage_checkpoint(folder: Path, storage_path: str) -> str:
 
     uri = f"{storage_path.rstrip('/')}/serve/{folder.name}-{_checkpoint_digest(folder)}"
     fs, root = pafs.FileSystem.from_uri(uri)
-    if fs.get_file_info(f"{root}/classifier.json").type == pafs.FileType.NotFound:
-        # The top classifier.json last: a copy that has it is complete.
+    card = card_file(folder)
+    if fs.get_file_info(f"{root}/{card.name}").type == pafs.FileType.NotFound:
+        # The top card (classifier.json, an export's synthpat.json) last: a copy that has it
+        # is complete.
         fs.create_dir(root)
-        card = folder / "classifier.json"
         for p in sorted(folder.rglob("*"), key=lambda p: p == card):
             if p.is_file():
                 dest = f"{root}/{p.relative_to(folder).as_posix()}"
@@ -176,7 +202,7 @@ def stage_checkpoint(folder: Path, storage_path: str) -> str:
 def local_checkpoint(spec: dict[str, Any]) -> Path:
     """The checkpoint folder on this node: the run's own, or a copy of `checkpoint_uri`."""
     local = Path(spec["checkpoint"])
-    if (local / "classifier.json").is_file() or not spec.get("checkpoint_uri"):
+    if card_file(local).is_file() or not spec.get("checkpoint_uri"):
         return local
     import tempfile
 
@@ -184,7 +210,7 @@ def local_checkpoint(spec: dict[str, Any]) -> Path:
 
     uri = spec["checkpoint_uri"]
     target = Path(tempfile.gettempdir()) / "synthpat-serve" / uri.rstrip("/").rsplit("/", 1)[1]
-    if not (target / "classifier.json").is_file():
+    if not card_file(target).is_file():
         staging = target.with_name(f".{target.name}.{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         fs, root = pafs.FileSystem.from_uri(uri)
@@ -193,8 +219,8 @@ def local_checkpoint(spec: dict[str, Any]) -> Path:
                 dest = staging / info.path[len(root) :].lstrip("/")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 pafs.copy_files(info.path, str(dest), source_filesystem=fs)
-        if not (staging / "classifier.json").is_file():
-            raise FileNotFoundError(f"{uri}: no classifier.json (an incomplete checkpoint copy)")
+        if not card_file(staging).is_file():
+            raise FileNotFoundError(f"{uri}: no classifier card (an incomplete checkpoint copy)")
         # Another replica on this node may have won the race: its copy is the same checkpoint.
         replace_dir(staging, target, keep_existing=True)
     log.info("checkpoint %s loaded from %s", local, uri)
