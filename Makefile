@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 .PHONY: install quickstart test test-unit test-all lint bench
 
 # uv installs the same pins as pip in a fraction of the time (parallel downloads: ~25 s instead of
-# ~200 s on a 2-core machine, BENCHMARKS.md "install"). uv does not read pip's configuration, so
+# ~200 s on a 2-core machine; BENCHMARKS.md, the quickstart on AVX2). uv does not read pip's configuration, so
 # pip's find-links (a local wheel folder, e.g. a CPU torch build) are handed to it; if uv fails
 # for any reason, pip installs as before.
 PIP_LINKS = $$($(BIN)/pip config get global.find-links 2>/dev/null || true)
