@@ -178,16 +178,28 @@ def submit(
     runs_dir: Annotated[
         str, typer.Option(help="Where runs/<study> goes on the cluster's head node.")
     ] = "~/synthpat/runs",
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A variable to pass to the job with its value from here, e.g. --env HF_TOKEN "
+            "--env SYNTHPAT_API_KEY (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Submit `synthpat run CONFIG` as a Ray job, shipping this project as its working dir."""
-    from orchestrator.jobs import cluster_overrides, submit_study
+    from orchestrator.jobs import cluster_overrides, job_env, submit_study
 
+    try:
+        env_vars = job_env(env or [])
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     cfg = _load(config, overrides)  # fail here, not on the cluster, on a bad config
     extra, notes = cluster_overrides(cfg, overrides or [], Path.cwd(), runs_dir)
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     job_id, status, log_tail = submit_study(
-        address, config, [*(overrides or []), *extra], Path.cwd(), wait=wait
+        address, config, [*(overrides or []), *extra], Path.cwd(), env_vars=env_vars, wait=wait
     )
     typer.echo(f"job {job_id}: {status}")
     if log_tail:

@@ -61,6 +61,20 @@ def use_ray_auth_token_if_available() -> bool:
     return False
 
 
+def job_env(names: list[str], environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The job's environment variables: each name's value from this machine's environment
+    (secrets such as HF_TOKEN or SYNTHPAT_API_KEY stay off the command line and out of configs).
+    """
+    environ = os.environ if environ is None else environ
+    missing = [n for n in names if n not in environ]
+    if missing:
+        raise ValueError(f"--env {', '.join(missing)}: not set in this environment")
+    bad = [n for n in names if not n or "=" in n]
+    if bad:
+        raise ValueError(f"--env {bad[0]!r}: give a variable's name (its value is read from here)")
+    return {n: environ[n] for n in names}
+
+
 def build_entrypoint(config: str, overrides: list[str]) -> str:
     """The command the job runs on the head node."""
     return " ".join(
@@ -74,6 +88,7 @@ def submit_study(
     overrides: list[str],
     project_dir: Path,
     pip: list[str] | None = None,
+    env_vars: dict[str, str] | None = None,
     wait: bool = False,
     timeout_s: float = 3600,
     agent_wait_s: float = 120,
@@ -103,6 +118,8 @@ def submit_study(
     runtime_env: dict = {"working_dir": str(project_dir), "excludes": EXCLUDES}
     if pip:
         runtime_env["pip"] = pip
+    if env_vars:
+        runtime_env["env_vars"] = dict(env_vars)
     client = JobSubmissionClient(address)
     # A head that has just come up answers HTTP before its job agent has registered ("No
     # available agent to submit job"): retry that, and only that, for a while; then the error.
