@@ -17,21 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-#: The keys of a report cell (tasks.report.tables), as results.parquet names them.
-CELL_KEYS = (
-    "regime",
-    "arm",
-    "ratio",
-    "real_fraction",
-    "ordering",
-    "generator",
-    "strategy",
-    "variant",
-    "family",
-    "loss",
-    "precision",
-    "attention",
-)
+from tasks.report.tables import CELL
+
+#: The keys of a report cell, as results.parquet names them: the report's own cell columns
+#: (tasks.report.tables.CELL) less control_size, which a trial row does not carry.
+CELL_KEYS = tuple(k for k in CELL if k != "control_size")
 
 
 @dataclass
