@@ -14,6 +14,7 @@ from config.plan import PlanConfig
 from config.report import ReportConfig
 from config.resources import ResourcesConfig
 from config.serve import ServeConfig
+from config.tracking import TrackingConfig
 from config.trials import TrialsConfig
 
 
@@ -27,6 +28,10 @@ class StudyConfig(StrictModel):
     serve: ServeConfig = ServeConfig()
     resources: ResourcesConfig = ResourcesConfig()
     plan: PlanConfig = PlanConfig()
+    tracking: TrackingConfig = Field(
+        TrackingConfig(),
+        description="Experiment tracking of every stage and trial (MLflow by default).",
+    )
 
     @model_validator(mode="after")
     def _cross(self) -> StudyConfig:

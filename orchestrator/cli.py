@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,6 +21,14 @@ Overrides = Annotated[
     list[str] | None, typer.Argument(help="key=value overrides, e.g. data.seed=3")
 ]
 Force = Annotated[bool, typer.Option("--force", help="Re-run even if up to date.")]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Show Ray, vLLM and library output live (it is always in runs/<study>/logs/).",
+    ),
+]
 
 
 def _load(config: Path, overrides: list[str] | None) -> StudyConfig:
@@ -50,20 +59,30 @@ def _write_resolved(cfg: StudyConfig) -> Path:
     return run_dir
 
 
-def _run(cfg: StudyConfig, names: list[str], force: bool) -> None:
-    from orchestrator.stages import run_stage, study_graph
+def _run(cfg: StudyConfig, names: list[str], force: bool, verbose: bool = False) -> None:
+    from orchestrator.console import configure
+    from orchestrator.shutdown import Stopped, as_stop, leave, stop_on_signals
+    from orchestrator.stages import run_dir_for, run_stage, study_graph
+    from orchestrator.stages.base import console
 
+    configure(verbose=verbose)
     _write_resolved(cfg)
     graph = study_graph(cfg)
-    for name in names or [s.name for s in graph.stages]:
-        if not graph.enabled(name):
-            typer.echo(f"{name}: disabled in config, skipped", err=True)
-            continue
-        try:
-            run_stage(graph, name, force=force)
-        except (ValueError, FileNotFoundError, RuntimeError) as exc:
-            typer.echo(f"{name}: failed: {exc}", err=True)
-            raise typer.Exit(1) from None
+    # SIGTERM / Ctrl-C: the stage stops, keeps what it wrote, and the command exits 128 + signal.
+    with stop_on_signals():
+        for name in names or [s.name for s in graph.stages]:
+            if not graph.enabled(name):
+                typer.echo(f"{name}: disabled in config, skipped", err=True)
+                continue
+            try:
+                run_stage(graph, name, force=force)
+            except (ValueError, FileNotFoundError, RuntimeError) as exc:
+                log = run_dir_for(cfg) / "logs" / f"{name}.log"
+                where = f" (the libraries' output: {log})" if log.exists() else ""
+                typer.echo(f"{name}: failed: {exc}{where}", err=True)
+                raise typer.Exit(1) from None
+            except KeyboardInterrupt as exc:
+                leave(as_stop(exc) or Stopped(signal.SIGINT), console.print)
 
 
 @app.command()
@@ -114,27 +133,35 @@ def plan(
 
 
 @app.command()
-def prepare(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+def prepare(
+    config: ConfigArg, overrides: Overrides = None, force: Force = False, verbose: Verbose = False
+) -> None:
     """Load, validate and split the real patents; draw the low-resource regimes."""
-    _run(_load(config, overrides), ["prepare"], force)
+    _run(_load(config, overrides), ["prepare"], force, verbose)
 
 
 @app.command()
-def generate(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+def generate(
+    config: ConfigArg, overrides: Overrides = None, force: Force = False, verbose: Verbose = False
+) -> None:
     """Generate, filter and write the synthetic corpora (resumes a killed run)."""
-    _run(_load(config, overrides), ["generate"], force)
+    _run(_load(config, overrides), ["generate"], force, verbose)
 
 
 @app.command()
-def fidelity(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+def fidelity(
+    config: ConfigArg, overrides: Overrides = None, force: Force = False, verbose: Verbose = False
+) -> None:
     """Score every synthetic corpus: MMD with a p-value, Frechet, PRDC, diversity, leakage."""
-    _run(_load(config, overrides), ["fidelity"], force)
+    _run(_load(config, overrides), ["fidelity"], force, verbose)
 
 
 @app.command()
-def trials(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+def trials(
+    config: ConfigArg, overrides: Overrides = None, force: Force = False, verbose: Verbose = False
+) -> None:
     """Run the classifier grid on Ray Tune (resumes a killed run without re-running trials)."""
-    _run(_load(config, overrides), ["trials"], force)
+    _run(_load(config, overrides), ["trials"], force, verbose)
 
 
 @app.command()
@@ -144,12 +171,13 @@ def report(
     ],
     overrides: Overrides = None,
     force: Force = False,
+    verbose: Verbose = False,
 ) -> None:
     """Write report.md and report.html: controlled gains, correlations, mixing, numerics."""
     cfg = _run_config(target, overrides) if target.is_dir() else _load(target, overrides)
     from orchestrator.stages import run_dir_for
 
-    _run(cfg, ["report"], force)
+    _run(cfg, ["report"], force, verbose)
     typer.echo(str(run_dir_for(cfg) / "report" / "report.html"))
 
 
@@ -161,10 +189,11 @@ def run(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster to run on (auto, ray://host:10001).")
     ] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Run every enabled stage in order, skipping those that are up to date."""
     extra = [f"resources.address={address}"] if address else []
-    _run(_load(config, [*(overrides or []), *extra]), [], force)
+    _run(_load(config, [*(overrides or []), *extra]), [], force, verbose)
 
 
 @app.command()

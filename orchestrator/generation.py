@@ -318,6 +318,15 @@ def run_generation(
     store = ShardStore(shard_dir)
     model_path = resolve_model(gen.model)
     log.info("generate %s: vLLM dtype %s (configured %s)", gen.name, engine_dtype(gen), gen.dtype)
+    on_cpu = gen.num_gpus_per_actor == 0
+    if engine_dtype(gen) == "bfloat16" and on_cpu and not cpu_has_native_bf16():
+        from orchestrator.console import warn_once
+
+        warn_once(
+            "emulated-bf16",
+            f"generator {gen.name}: dtype bfloat16 on a CPU without bf16 instructions is "
+            "emulated, several times slower than float32; set its `dtype: auto` (float32 here)",
+        )
     ray.data.DataContext.get_current().enable_progress_bars = False
     render = chat_templater(model_path, gen.trust_remote_code)
     restarts = 0
@@ -403,7 +412,8 @@ def _run_round(
 ) -> None:
     import ray
     from ray.data.llm import build_processor
-    from tqdm.auto import tqdm
+
+    from orchestrator.console import StageProgress
 
     processor = build_processor(
         processor_config(gen, model_path),
@@ -415,7 +425,7 @@ def _run_round(
     ds = ds.map(_project, num_cpus=LIGHT_CPUS)
     retry = sum(r["attempts"] > 1 for r in rows)
     desc = f"generate {gen.name}" + (f" (retrying {retry})" if retry else "")
-    bar = tqdm(total=len(rows), desc=desc, unit="row", disable=not progress)
+    bar = StageProgress(desc, total=len(rows), unit="rows", show=progress)
     t0, tokens, failed = time.perf_counter(), 0, 0
     try:
         # Small batches: each lands as its own shard, so a kill loses at most one batch.
@@ -424,8 +434,7 @@ def _run_round(
             store.write(rows)
             tokens += int(rows["output_tokens"].sum())
             failed += int(rows["status"].ne("ok").sum())
-            bar.update(len(rows))
             rate = tokens / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(tok_s=f"{rate:.0f}", failed=failed)
+            bar.update(len(rows), f"{rate:.0f} tokens/s, {failed} failed")
     finally:
         bar.close()

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 from config.resources import ResourcesConfig
+from orchestrator.shutdown import SETUP_HOOK, guard_from_ray, reinstall
 from tasks.storage import storage_uri
 
 # storage_uri is a pure path function (serving needs it too); it is re-exported for Ray callers.
+#: Marks the environment of a local run's processes: each dies with its parent (see
+#: orchestrator/startup/sitecustomize.py).
+DIE_WITH_PARENT = "SYNTHPAT_DIE_WITH_PARENT"
+
 __all__ = ["cluster_address", "ensure_ray", "storage_uri"]
 
 
@@ -25,12 +33,13 @@ def ensure_ray(resources: ResourcesConfig | None = None) -> None:
     """
     import ray
 
+    guard_from_ray()  # later ray.init calls (ray.data.llm's) keep the stop handlers too
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     resources = resources or ResourcesConfig()
     address = cluster_address(resources)
-    env = {
+    env: dict = {
         "env_vars": {
             k: os.environ[k]
             for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "SYNTHPAT_CACHE")
@@ -40,12 +49,40 @@ def ensure_ray(resources: ResourcesConfig | None = None) -> None:
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
     else:
+        # The processes the run's workers start die with them (vLLM's engine core and model
+        # workers): nothing outlives a driver killed by any signal. Local only: on a cluster the
+        # hook would need this package on every node before any worker could start.
+        env["worker_process_setup_hook"] = SETUP_HOOK
         # "local": never join a cluster that `ray start` left on this machine (ray.init() with
         # no address would, through /tmp/ray/ray_current_cluster, and then refuse num_cpus).
-        ray.init(
-            address="local",
-            num_cpus=resources.num_cpus,
-            include_dashboard=False,
-            runtime_env=env,
-            log_to_driver=True,
-        )
+        with _dying_with_parent():
+            ray.init(
+                address="local",
+                num_cpus=resources.num_cpus,
+                include_dashboard=False,
+                runtime_env=env,
+                log_to_driver=True,
+            )
+    # ray.init replaced the SIGTERM handler (and its core worker put a native one under it).
+    reinstall()
+
+
+@contextlib.contextmanager
+def _dying_with_parent() -> Iterator[None]:
+    """The environment that the local Ray's processes start with (they copy it at `ray.init`):
+    `orchestrator/startup/sitecustomize.py` on PYTHONPATH and SYNTHPAT_DIE_WITH_PARENT=1, so
+    every Python process of the run dies with its parent. This process's own environment is
+    restored afterwards: nothing it starts later (a detached server) is tied to it."""
+    startup = str(Path(__file__).resolve().parent / "startup")
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", DIE_WITH_PARENT)}
+    path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([startup, *([path] if path else [])])
+    os.environ[DIE_WITH_PARENT] = "1"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -146,6 +146,7 @@ def run_grid(
     max_failures: int,
     max_concurrent: int | None = None,
     reuse_actors: bool = True,
+    progress_metric: str = "val_micro_f1",
 ) -> dict[str, TrialOutcome]:
     """Run every cell on Ray Tune (resuming `<storage_path>/<name>` when it exists); each
     finished trial leaves its done marker under `run.done_dir` (`collect` reads it).
@@ -154,6 +155,8 @@ def run_grid(
     """
     import ray
     from ray import tune
+
+    from orchestrator.trials_progress import ProgressCallback, close_progress, open_progress
 
     if not cells:
         return {}
@@ -185,10 +188,15 @@ def run_grid(
                 storage_path=storage_path,
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=1,
+                callbacks=[ProgressCallback()],
+                verbose=1,  # Tune's status tables: in the stage's log, not on the terminal
             ),
         )
-    grid = fit_with_passes(tuner, restore)
+    open_progress(len(cells), progress_metric)
+    try:
+        grid = fit_with_passes(tuner, restore)
+    finally:
+        close_progress()
     out: dict[str, TrialOutcome] = {}
     for result in grid:
         tid = (result.config or {}).get("cell", {}).get("trial_id")

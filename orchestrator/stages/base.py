@@ -21,6 +21,7 @@ total of every attempt that led to the output (`AttemptLog`).
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,14 +29,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from config import StudyConfig
 from config.base import fingerprint_view, value_at
 from orchestrator.cache import Manifest, RunStore, hash_file, hash_json, now
+from orchestrator.console import console, stage_output
+from orchestrator.shutdown import Stopped, as_stop
+from orchestrator.tracking import track_stage
 from tasks.files import write_json_atomic
-
-console = Console(stderr=True, soft_wrap=True)
 
 #: The attempts record, in the stage's work folder (`RunStore.work_dir`): that folder holds the
 #: work that later attempts at the same fingerprint reuse, and is removed once the stage succeeds.
@@ -85,6 +85,11 @@ class Stage:
 
     def run(self, ctx: StageContext) -> StageOutput:
         raise NotImplementedError
+
+    def kept(self, ctx: StageContext) -> str:
+        """What a stopped attempt leaves for the next one to reuse ("8 finished trials"), for
+        the stop message; "" when nothing."""
+        return ""
 
 
 @dataclass(frozen=True)
@@ -221,8 +226,9 @@ class AttemptLog:
     """This attempt's entry in its stage's attempts record, kept current while the stage runs.
 
     An entry is `{started_at, seconds, ended}`. It is written when the attempt starts and, while
-    `ended` is `running`, rewritten every HEARTBEAT_S by a daemon thread; an exception (Ctrl-C
-    too) records `failed` with the exact seconds. An entry still `running` when the next attempt
+    `ended` is `running`, rewritten every HEARTBEAT_S by a daemon thread; an exception records
+    `failed`, a stop by SIGTERM or Ctrl-C (`orchestrator.shutdown.Stopped`) `stopped`, with the
+    exact seconds. An entry still `running` when the next attempt
     starts belonged to a killed process (SIGKILL, a lost machine): it becomes `killed` and counts
     the seconds of its last write, up to its last heartbeat, never more than it ran. The total is
     every attempt at this fingerprint since the stage last succeeded, the ones whose work the
@@ -248,11 +254,12 @@ class AttemptLog:
         self._stop_beating()
         return self._entries("done")
 
-    def failed(self) -> None:
-        """Stop beating and record this attempt as `failed` with its time, for the next one."""
+    def failed(self, ended: str = "failed") -> None:
+        """Stop beating and record this attempt as `ended` (`failed`, `stopped`) with its time,
+        for the next one."""
         self._stop_beating()
         try:
-            self._write("failed")
+            self._write(ended)
         except OSError as exc:  # the stage's own error is the one to raise
             console.print(f"[yellow]{self.path}: attempt time not recorded ({exc})")
 
@@ -326,8 +333,10 @@ def run_stage(graph: StageGraph, name: str, force: bool = False) -> Manifest:
     work = store.work_dir(name, key.fingerprint)
     attempt = AttemptLog(work)
     ctx = StageContext(cfg, store, tmp, work, key.fingerprint, graph.inputs(name), force)
+    log = store.run_dir / "logs" / f"{name}.log"
     try:
-        out = stage.run(ctx)
+        with stage_output(log, name):
+            out = stage.run(ctx)
         attempts = attempt.done()
         manifest = Manifest(
             stage=name,
@@ -344,15 +353,29 @@ def run_stage(graph: StageGraph, name: str, force: bool = False) -> Manifest:
             total_seconds=round(sum(a["seconds"] for a in attempts), 3),
         )
         store.commit(name, tmp, manifest)
+    except KeyboardInterrupt as exc:
+        stop = as_stop(exc) or Stopped(signal.SIGINT)  # a Ctrl-C without the CLI's handler
+        attempt.failed("stopped")
+        stop.stage, stop.kept = name, _kept(stage, ctx)
+        raise stop from None
     except BaseException:
         attempt.failed()
         raise
     _clear_work(ctx.work_dir)
+    with stage_output(log, f"{name} (tracking)"):  # MLflow's and alembic's lines: the log
+        track_stage(cfg, store, name, manifest)  # committed: log it (warns, never raises)
     took = f"{manifest.seconds:.1f}s"
     if len(attempts) > 1:
         took += f" ({len(attempts)} attempts, {manifest.total_seconds:.1f}s in all)"
     console.print(f"[green]{name}: done[/green] in {took} ({_rows(manifest.rows)})")
     return manifest
+
+
+def _kept(stage: Stage, ctx: StageContext) -> str:
+    try:
+        return stage.kept(ctx)
+    except Exception as exc:  # the stop message must not fail: say so instead
+        return f"(could not tell what: {exc})"
 
 
 def _clear_work(work_dir: Path) -> None:

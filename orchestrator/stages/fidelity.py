@@ -14,6 +14,7 @@ import pandas as pd
 from rich.table import Table
 
 from config import StudyConfig
+from orchestrator.console import StageProgress
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 from tasks.files import write_json_atomic
 
@@ -50,6 +51,7 @@ class FidelityStage(Stage):
         emb = _embed_all(ctx, synth, real, heldout)
         rows, per_corpus_rows = [], {}
         keywords_by_regime: dict[str, dict[str, list[str]]] = {}
+        bar = StageProgress("fidelity", total=len(corpora), unit="corpora")
         for meta in corpora:
             # `regime` below is the regime key: the corpus's own draw of its regime.
             cid, regime = meta["corpus_id"], meta["regime_key"]
@@ -73,6 +75,8 @@ class FidelityStage(Stage):
                 per_label.to_parquet(ctx.out_dir / cid / "per_label.parquet", index=False)
                 row.update(status="ok", reason="", **_summary_row(report))
             rows.append(row)
+            bar.update(1)
+        bar.close()
         summary = save_fidelity_summary(ctx.out_dir, rows)
         _print_summary(summary)
         note = status_note(summary)

@@ -29,6 +29,22 @@ class GenerateStage(Stage):
     def enabled(self, cfg: StudyConfig) -> bool:
         return cfg.generation is not None and cfg.generation.enabled
 
+    def kept(self, ctx: StageContext) -> str:
+        """The rows already generated, per generator (a rerun generates only the rest)."""
+        from orchestrator.generation import ShardStore
+
+        root = ctx.work_dir / "shards"
+        counts = {}
+        for g in _section(ctx.cfg).generators:
+            if (root / g.name).is_dir():
+                done = ShardStore(root / g.name).read()
+                counts[g.name] = int(done["status"].eq("ok").sum())
+        n = sum(counts.values())
+        if not n:
+            return ""
+        per = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        return f"{n} generated row{'s' * (n != 1)} ({per})"
+
     def run(self, ctx: StageContext) -> StageOutput:
         from tasks.artifacts import CorpusId, load_labels, load_split, save_corpora, save_corpus
 
@@ -45,7 +61,11 @@ class GenerateStage(Stage):
         plans = plan_all(gen_cfg, real, label_names)
         prompts = [p for rows in plans.values() for p in rows]
         corpora, stats, totals = [], [], {"generated": 0, "failed": 0, "output_tokens": 0}
+        engines = []
         for g in gen_cfg.generators:
+            # One engine at a time: the previous generator's actors and placement group are gone
+            # and its CPUs free before the next engine starts (recorded for `synthpat status`).
+            engines.append({"generator": g.name, **engine_slot(ctx)})
             results = generate_rows(prompts, g, ctx, gen_cfg.max_retries, gen_cfg.pipeline_restarts)
             by_id = results.set_index("id")
             for (key, strategy, variant), rows in plans.items():
@@ -79,7 +99,7 @@ class GenerateStage(Stage):
         save_corpora(ctx.out_dir, corpora)
         _print(stats)
         rows = {"corpora": len(corpora), **totals, "kept": sum(c["rows"] for c in corpora)}
-        return StageOutput(rows=rows, summary={"corpora": corpora})
+        return StageOutput(rows=rows, summary={"corpora": corpora, "engines": engines})
 
 
 def _section(cfg: StudyConfig) -> GenerationConfig:
@@ -132,6 +152,42 @@ def generate_rows(
         # A Ray that synthpat started here cannot grow; a joined cluster may autoscale.
         fixed_cluster=cluster_address(ctx.cfg.resources) is None,
     )
+
+
+#: The longest the stage waits for a finished engine's resources to come back.
+RELEASE_TIMEOUT_S = 60.0
+
+
+def engine_slot(ctx: StageContext, timeout_s: float = RELEASE_TIMEOUT_S) -> dict[str, Any]:
+    """Wait until no placement group of an earlier engine is alive and (on a local Ray, which
+    nothing else uses) every CPU is free again; what was free when the next engine starts.
+
+    Ray Data tears a finished pipeline's actors down asynchronously: without the wait the next
+    generator's engine could queue behind the last one's, or both hold memory at once."""
+    import time
+
+    import ray
+    from ray.util import placement_group_table
+
+    from orchestrator.ray_runtime import cluster_address, ensure_ray
+
+    ensure_ray(ctx.cfg.resources)
+    local = cluster_address(ctx.cfg.resources) is None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [p for p in placement_group_table().values() if p.get("state") != "REMOVED"]
+        total = ray.cluster_resources().get("CPU", 0.0)
+        free = ray.available_resources().get("CPU", 0.0)
+        released = not alive and (not local or free >= total - 1e-6)
+        if released or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if not released:
+        console.print(
+            f"[yellow]generate: an earlier engine still holds resources after {timeout_s:.0f}s "
+            f"({len(alive)} placement group(s) alive, {free:g} of {total:g} CPUs free)[/yellow]"
+        )
+    return {"placement_groups_alive": len(alive), "cpus_free": free, "cpus_total": total}
 
 
 def corpus_rows(

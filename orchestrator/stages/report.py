@@ -18,7 +18,8 @@ from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 class ReportStage(Stage):
     name = "report"
     reads = ("prepare", "fidelity", "trials")
-    fields = ("report", "data.regimes")
+    # serve.select_metric: the per-label F1 figure shows the trial serve would pick.
+    fields = ("report", "data.regimes", "serve.select_metric")
 
     def enabled(self, cfg: StudyConfig) -> bool:
         trials = cfg.trials is not None and cfg.trials.enabled
@@ -38,10 +39,12 @@ class ReportStage(Stage):
         numerics = load_numerics(trials)
         opts = StatsOptions(rep.confidence, rep.bootstrap_samples, rep.seed)
         scores = doc_scores(trials, ctx.input_dir("prepare"), results)
+        served = served_labels(ctx.cfg, trials, ctx.input_dir("prepare"))
         with console.status("report: intervals, correlations, figures"):
             res = write_report(
                 results, summary, numerics, ctx.out_dir, regime_order(ctx.cfg), ctx.cfg.study,
                 rep.metric, opts, scores, rep.select_metric, rep.headline, rep.pool_run_variance,
+                served,
             )  # fmt: skip
         paper = res.tables["paper_vs_run"]
         for v in res.verdict:
@@ -98,3 +101,19 @@ def doc_scores(trials_dir: Path, prepare_dir: Path, results: Any) -> Any:
     labels = load_labels(prepare_dir)
     y = label_matrix(load_split(prepare_dir, "test"), list(labels.codes))
     return DocScores.from_predictions(preds, y)
+
+
+def served_labels(cfg: StudyConfig, trials_dir: Path, prepare_dir: Path) -> Any:
+    """The per-label test scores of the trial the serve stage would pick (serve's own choice,
+    `serve.select.select_checkpoint`), or the reason there are none (a str for the report)."""
+    from serve.select import candidates, select_checkpoint
+    from tasks.artifacts import load_results
+    from tasks.report.figures_labels import served_labels as read_served
+
+    metric = cfg.serve.resolve_select_metric(cfg.trials)
+    try:
+        sel = select_checkpoint(trials_dir, metric)
+        n = len(candidates(load_results(trials_dir), metric))
+        return read_served(trials_dir, prepare_dir, sel.row, metric, n)
+    except (FileNotFoundError, ValueError) as err:
+        return f"no served model to score ({err})"

@@ -23,6 +23,7 @@ import pandas as pd
 
 from config import StudyConfig
 from config.fidelity import EncoderConfig
+from orchestrator.console import warn_once
 from orchestrator.stages.base import Stage, StageContext, StageOutput, console
 from tasks.artifacts import (
     TrialRow,
@@ -48,6 +49,14 @@ class TrialsStage(Stage):
     def enabled(self, cfg: StudyConfig) -> bool:
         return cfg.trials is not None and cfg.trials.enabled
 
+    def kept(self, ctx: StageContext) -> str:
+        """The finished trials in the work folder, which a rerun does not train again."""
+        from tasks.trials.recipe import read_row
+
+        done = ctx.work_dir / "done"
+        n = sum(read_row(d) is not None for d in done.iterdir()) if done.is_dir() else 0
+        return f"{n} finished trial{'s' * (n != 1)}" if n else ""
+
     def run(self, ctx: StageContext) -> StageOutput:
         from tasks.trials.agreement import agreement_filter
 
@@ -62,6 +71,7 @@ class TrialsStage(Stage):
         # cluster, a CPU head): CUDA is what the workers get, whatever this machine has.
         cuda = t.resources.gpus > 0
         cells = expand_grid(cfg, corpora, counts, cuda=cuda)
+        _warn_emulated_bf16(t, cuda)
         check_unique(cells)
         families = resolved_families(cfg)
         keys = _keys(ctx, cells, families)
@@ -94,6 +104,17 @@ class TrialsStage(Stage):
                 "best_trial": best.trial_id.iloc[0] if len(best) else None,
                 "status_note": _note(ok),
             },
+        )
+
+
+def _warn_emulated_bf16(t: Any, cuda: bool) -> None:
+    from orchestrator.generation import cpu_has_native_bf16
+
+    if "bf16" in t.precisions and not cuda and not cpu_has_native_bf16():
+        warn_once(
+            "emulated-bf16-trials",
+            "trials: precision bf16 on a CPU without bf16 instructions is emulated, several "
+            "times slower than fp32; drop bf16 from `trials.precisions` on this machine",
         )
 
 
@@ -365,6 +386,7 @@ def _run(
         max_concurrent=t.resources.max_concurrent,
         reuse_actors=t.resources.reuse_actors,
         max_failures=t.max_failures,
+        progress_metric=t.select_metric,
     )
 
 

@@ -14,6 +14,9 @@ import pandas as pd
 from tasks.inference import DOC_METRICS, DocResampler, DocScores
 from tasks.report import display
 from tasks.report import figures as figs
+from tasks.report.figures_gains import gains_figure, mmd_figure, ratio_curve_figure
+from tasks.report.figures_labels import ServedLabels, label_f1_figure
+from tasks.report.figures_mixing import fixed_budget_figure, retrieval_figure
 from tasks.report.findings import (
     fidelity_correlations,
     paper_vs_run,
@@ -120,8 +123,12 @@ def build_sections(
     select: str = "val_micro_f1",
     headline: dict[str, Any] | None = None,
     pool_runs: bool = True,
+    served: ServedLabels | str | None = None,
 ) -> ReportResult:
-    """Compute every table and figure of the report; write figures under out_dir/figures."""
+    """Compute every table and figure of the report; write figures under out_dir/figures.
+
+    `served`: the served model's per-label test scores for its figure, or why there are none.
+    """
     opts = opts or StatsOptions()
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -187,14 +194,17 @@ def build_sections(
     if gains.empty:
         sections.append(Section("Synthetic gain", "No augmented arm ran: real-only study."))
     else:
-        f = figs.gains_figure(gains, fig_dir, metric, conf)
-        made += [f] if f else []
+        f = gains_figure(gains, fig_dir, metric, conf)
+        curve_fig = ratio_curve_figure(gains, fig_dir, metric, conf)
+        shown = [x for x in (f, curve_fig) if isinstance(x, figs.Figure)]
+        made += shown
+        note = "" if isinstance(curve_fig, figs.Figure) else f" No ratio curve: {curve_fig.reason}."
         sections.append(
             Section(
                 "Synthetic gain, controlled for volume",
-                f"{GAINS_TEXT} {_budget_note(results)}",
+                f"{GAINS_TEXT} {_budget_note(results)}{note}",
                 [("", display.display_gains(gains))],
-                [f] if f else [],
+                shown,
             )
         )
     if corr.empty:
@@ -206,7 +216,7 @@ def build_sections(
             )
         )
     else:
-        f = figs.mmd_figure(joined, corr, fig_dir, metric, conf)
+        f = mmd_figure(joined, corr, fig_dir, metric, conf)
         made += [f] if f else []
         tabs = [("Correlations across corpora", display.display_corr(corr))]
         if not fisher.empty:
@@ -221,7 +231,7 @@ def build_sections(
         )
     mix_tabs = []
     if not curve.empty:
-        f = figs.fixed_budget_figure(curve, fig_dir, metric, conf)
+        f = fixed_budget_figure(curve, fig_dir, metric, conf)
         made += [f] if f else []
         mix_tabs.append(("Fixed-budget curve", display.display_curve(curve)))
     if not mixing.empty:
@@ -244,7 +254,7 @@ def build_sections(
     text = "" if mix_tabs else "No fixed-budget, ordering, filtering, ensemble or loss axis ran."
     sections.append(Section("Mixing and baselines", text, mix_tabs, mix_figs))
     if not retrieval.empty:
-        f = figs.retrieval_figure(retrieval, fig_dir, conf)
+        f = retrieval_figure(retrieval, fig_dir, conf)
         made += [f] if f else []
         sections.append(
             Section(
@@ -255,6 +265,7 @@ def build_sections(
                 [f] if f else [],
             )
         )
+    sections.append(_served_section(served, fig_dir, made))
     sections.append(
         Section(
             "Numerics",
@@ -273,6 +284,26 @@ def build_sections(
     )
     sections.append(Section("How these figures were computed", _methods_text(methods, a, opts)))
     return ReportResult(tables, made, sections, verdict, methods)
+
+
+def _served_section(
+    served: ServedLabels | str | None, fig_dir: Path, made: list[figs.Figure]
+) -> Section:
+    """The served model's per-label F1 figure (appended to `made`), or why there is none."""
+    title = "Per-label F1 of the served model"
+    if served is None:
+        return Section(title, "No figure: the served model's predictions were not given.")
+    if isinstance(served, str):
+        return Section(title, f"No figure: {served}.")
+    f = label_f1_figure(served, fig_dir)
+    if isinstance(f, figs.NoFigure):
+        return Section(title, f"No figure: {f.reason}.")
+    made.append(f)
+    text = (
+        "Where the served classifier fails: each label's F1 on the test split beside how many "
+        "real training patents carried it."
+    )
+    return Section(title, text, figures=[f])
 
 
 def _methods_text(methods: list[str], a: Analysis, opts: StatsOptions) -> str:
@@ -304,13 +335,14 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 def render_markdown(title: str, header: str, sections: list[Section], out_dir: Path) -> str:
-    """report.md: figures linked by relative path."""
+    """report.md: figures linked by relative path, as SVG (sharp at any zoom, text kept as
+    text, rendered by GitHub and most Markdown viewers; the PNG lies beside it)."""
     lines = [f"# {title}", "", header, ""]
     for s in sections:
         lines += [f"## {s.title}", ""] + ([s.text, ""] if s.text else [])
         for f in s.figures:
             lines += [
-                f"![{f.title}]({f.path.relative_to(out_dir).as_posix()})",
+                f"![{f.title}]({f.svg.relative_to(out_dir).as_posix()})",
                 "",
                 f"*Figure: {f.caption}*",
                 "",
@@ -374,13 +406,15 @@ def write_report(
     select: str = "val_micro_f1",
     headline: dict[str, Any] | None = None,
     pool_runs: bool = True,
+    served: ServedLabels | str | None = None,
 ) -> ReportResult:
-    """Write tables/*.csv|parquet, figures/*.png, verdict.json, variance_components.json,
-    report.md and report.html into out_dir."""
+    """Write tables/*.csv|parquet, figures/*.png and *.svg, verdict.json,
+    variance_components.json, report.md and report.html into out_dir (`served`: see
+    `build_sections`)."""
     opts = opts or StatsOptions()
     res = build_sections(
         results, summary, numerics, out_dir, regime_order, metric, opts, scores, select, headline,
-        pool_runs,
+        pool_runs, served,
     )  # fmt: skip
     tdir = out_dir / "tables"
     tdir.mkdir(parents=True, exist_ok=True)

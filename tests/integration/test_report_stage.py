@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,8 @@ from test_report_tables import (  # noqa: E402
 
 CODES = ("A01B", "B02C", "C03D", "H04L")
 N_TEST = 40
+#: The trial serve picks: the highest val_micro_f1 (corpus VAL_BEST, 0.70), ties to the smaller id.
+SERVED = f"r48-aug{VAL_BEST}-s0"
 
 
 def _study(tmp_path: Path, synthetic: bool) -> Path:
@@ -82,6 +85,13 @@ def _plant_predictions(run_dir: Path, results: pd.DataFrame) -> None:
     labels = [sorted(set(rng.choice(CODES, size=rng.integers(1, 3)))) for _ in range(N_TEST)]
     test = pd.DataFrame({"id": [f"t{i}" for i in range(N_TEST)], "text": "x", "labels": labels})
     save_split(run_dir / "prepare", "test", test)
+    # The served trial's regime: its real training patents, 3 of them with C03D (its long tail).
+    real = [["A01B"]] * 20 + [["B02C"]] * 10 + [["C03D"]] * 3 + [["H04L"]] * 15
+    regime = pd.DataFrame({"id": [f"r{i}" for i in range(48)], "text": "x", "labels": real})
+    save_split(run_dir / "prepare", "r48", regime)
+    ckpt = run_dir / "trials" / "checkpoints" / SERVED
+    ckpt.mkdir(parents=True)
+    (ckpt / "classifier.json").write_text("{}")  # serve's choice only checks it is there
     folder = run_dir / "trials" / "predictions"
     folder.mkdir(parents=True)
     for tid in results[results.status == "ok"].trial_id:
@@ -123,7 +133,9 @@ def _run_dir(
 
 
 def test_report_from_run_dir_has_right_gains_correlations_and_figures(tmp_path: Path) -> None:
-    run_dir = _run_dir(tmp_path, True, planted_results(), predictions=True)
+    results = planted_results()
+    results["checkpoint"] = "checkpoints/" + results.trial_id
+    run_dir = _run_dir(tmp_path, True, results, predictions=True)
     res = CliRunner().invoke(app, ["report", str(run_dir)])
     assert res.exit_code == 0, res.output
     out = run_dir / "report"
@@ -138,16 +150,25 @@ def test_report_from_run_dir_has_right_gains_correlations_and_figures(tmp_path: 
     assert mmd.r1 > 0.99 and mmd.r2 < -0.99
     expected_z = (math.atanh(mmd.r1) - math.atanh(mmd.r2)) / math.sqrt(2 / (N_CORPORA - 3))
     assert mmd.z == pytest.approx(expected_z)
+    names = ("gains", "mmd_vs_gain", "retrieval", "label_f1")  # one ratio: no ratio curve
     assert {p.name for p in (out / "figures").iterdir()} == {
-        "gains.png",
-        "mmd_vs_gain.png",
-        "retrieval.png",
+        f"{n}.{ext}" for n in names for ext in ("png", "svg")
     }
+    for n in names:
+        root = ET.parse(out / "figures" / f"{n}.svg").getroot()
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4
     assert 'src="figures/' not in html  # self-contained
     md = (out / "report.md").read_text()
-    assert "![Fidelity (MMD) vs controlled gain](figures/mmd_vs_gain.png)" in md
+    assert "![Fidelity (MMD) vs controlled gain](figures/mmd_vs_gain.svg)" in md
+    assert "![Per-label F1 of the served model](figures/label_f1.svg)" in md
+    assert "No ratio curve: only one synthetic:real ratio ran (1)" in md
+    label_part = md.split("## Per-label F1 of the served model", 1)[1].split("\n## ", 1)[0]
+    assert f"test split ({N_TEST} documents) of the served model, trial {SERVED}" in label_part
+    assert "among 84 finished trials with a checkpoint" in label_part
+    assert "regime draw r48 (48 patents)" in label_part
+    assert "1 of the 4 plotted labels have fewer than 5" in label_part  # C03D, 3 patents
     assert "3 paired runs per point (1 draw x 3 seeds, 40 test documents)" in md
     assert md.split("\n## ", 2)[1].startswith("Verdict")
     # the document bootstrap ran on the predictions: its variance is in every verdict
@@ -167,7 +188,7 @@ def test_report_from_run_dir_has_right_gains_correlations_and_figures(tmp_path: 
     assert f"{N_TEST} test documents resampled 300 times" in md
     manifest = Manifest.read(out)
     assert manifest is not None
-    assert manifest.rows["figures"] == 3 and manifest.rows["gains"] == 2 * N_CORPORA
+    assert manifest.rows["figures"] == 4 and manifest.rows["gains"] == 2 * N_CORPORA
     # Input stages' fingerprints come from the config (the stage graph), not the planted ones.
     assert set(manifest.upstream) == {"prepare", "fidelity", "trials"}
     again = CliRunner().invoke(app, ["report", str(run_dir)])
@@ -191,6 +212,8 @@ def test_older_run_without_predictions_still_reports(tmp_path: Path) -> None:
         assert v["significant"] is True
     md = (out / "report.md").read_text()
     assert "test documents not resampled (no per-trial predictions)" in md
+    assert "No figure: no served model to score" in md
+    assert not (out / "figures" / "label_f1.png").exists()
     assert json.loads((out / "variance_components.json").read_text())["n_docs"] == 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -155,11 +156,17 @@ def test_report_with_fixed_budget_and_no_fidelity(tmp_path: Path) -> None:
     df = pd.concat([planted_results(), pd.DataFrame(_fixed_budget_rows())], ignore_index=True)
     res = write_report(df, None, [], tmp_path, REGIMES, "fb", opts=OPTS)
     names = [f.name for f in res.figures]
-    assert names == ["gains", "fixed_budget", "retrieval"]
+    assert names == ["gains", "fixed_budget", "retrieval"]  # one ratio, no served model given
+    for f in res.figures:
+        assert f.path == tmp_path / "figures" / f"{f.name}.png" and f.path.is_file()
+        assert ET.parse(f.svg).getroot().tag == "{http://www.w3.org/2000/svg}svg"
     fb = next(f for f in res.figures if f.name == "fixed_budget")
     assert "3 trials per point" in fb.caption
     gains_fig = next(f for f in res.figures if f.name == "gains")
-    assert "3 paired runs per point (1 draw x 3 seeds)" in gains_fig.caption
+    assert (
+        "12 cells with a control; 3 paired runs per point (1 draw x 3 seeds); 4 cells without a "
+        "control (fixed_budget): raw gain only." in gains_fig.caption
+    )
     curve = res.tables["fixed_budget"]
     assert curve[curve.optimum].real_fraction.tolist() == [0.5]  # on test 25% is better
     paper = res.tables["paper_vs_run"].set_index("quantity")
@@ -167,6 +174,9 @@ def test_report_with_fixed_budget_and_no_fidelity(tmp_path: Path) -> None:
     assert paper.loc["MMD-gain r by regime, Fisher z", "this run"] == "n/a"
     md = (tmp_path / "report.md").read_text()
     assert "nothing to correlate" in md
+    assert "![Fixed-budget mixing curve](figures/fixed_budget.svg)" in md
+    assert "No ratio curve: only one synthetic:real ratio ran (1)" in md
+    assert "No figure: the served model's predictions were not given." in md
     assert _headings(md)[:3] == [
         "Verdict",
         "Paper vs this run",
@@ -177,3 +187,31 @@ def test_report_with_fixed_budget_and_no_fidelity(tmp_path: Path) -> None:
     assert len(back) == len(res.tables["controlled_gains"])
     # the fixed-budget cells have no control: they never enter the verdict
     assert {v["cell"]["arm"] for v in res.verdict} == {"real_plus_synthetic"}
+
+
+def _at_two_ratios() -> pd.DataFrame:
+    """planted_results at r48, each corpus also mixed at ratio 2 with its own control (+0.01)."""
+    base = planted_results(("r48",))
+    mixed = base[base.arm.isin(["real_plus_synthetic", "duplicate_to_match"])].copy()
+    mixed["trial_id"] = mixed.trial_id + "-x2"
+    mixed["controls"] = mixed.controls.where(mixed.controls == "", mixed.controls + "-x2")
+    mixed["ratio"] = mixed.ratio.where(mixed.arm != "real_plus_synthetic", 2.0)
+    mixed["n_train"] = mixed.n_train + 50
+    plus = mixed.arm == "real_plus_synthetic"
+    mixed.loc[plus, "test_micro_f1"] += 0.01
+    return pd.concat([base, mixed], ignore_index=True)
+
+
+def test_ratio_curve_shows_each_corpus_over_its_ratios(tmp_path: Path) -> None:
+    res = write_report(_at_two_ratios(), None, [], tmp_path, ["r48"], "ratios", opts=OPTS)
+    curve = next(f for f in res.figures if f.name == "ratio_curve")
+    assert curve.path.is_file() and curve.svg.is_file()
+    assert "(1, 2)" in curve.caption
+    assert "12 cells with a control; 3 paired runs per point (1 draw x 3 seeds)." in curve.caption
+    gains = res.tables["controlled_gains"]
+    at2 = gains[gains.ratio == 2.0].set_index("strategy").gain_control
+    at1 = gains[gains.ratio == 1.0].set_index("strategy").gain_control
+    assert (at2 - at1).tolist() == pytest.approx([0.01] * 6)  # what the curve plots
+    md = (tmp_path / "report.md").read_text()
+    assert "![Gain vs synthetic:real ratio](figures/ratio_curve.svg)" in md
+    assert "No ratio curve" not in md

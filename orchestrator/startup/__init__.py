@@ -1,0 +1,1 @@
+"""Start-up code for the processes of a local run (`sitecustomize.py`, found through PYTHONPATH)."""

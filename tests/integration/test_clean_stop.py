@@ -1,0 +1,128 @@
+"""SIGTERM stops a real `synthpat` run cleanly: status 143 within 30 s, one line saying what was
+kept and that the same command resumes, no traceback, and the rerun resumes from what was kept.
+
+Each run is a process group of its own, signalled the two ways a run meets: the whole group (as
+`timeout` and Slurm do, so Ray's own processes get it too) and the driver alone."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from run_processes import Run, marked_processes, shard_rows, study, synthpat
+from tiny_bert import build_tiny_bert
+
+EXIT_WITHIN_S = 30
+
+
+def _assert_clean_stop(run: Run, stage: str, kept: str) -> float:
+    code, took = run.wait(60)
+    out = run.output()
+    assert code == 143, out[-3000:]
+    assert took < EXIT_WITHIN_S, f"exit took {took:.1f}s"
+    assert f"stopped by SIGTERM in stage {stage}: kept {kept}" in out, out[-3000:]
+    assert "run the same command again to resume" in out
+    assert "Traceback" not in out, out[-3000:]
+    print(f"{stage}: exit {code} {took:.1f}s after SIGTERM")  # the figure, with -s
+    return took
+
+
+def _attempts(run_dir: Path, stage: str) -> list[str]:
+    (path,) = run_dir.glob(f".work/{stage}-*/attempts.json")
+    return [a["ended"] for a in json.loads(path.read_text())]
+
+
+def test_sigterm_to_the_group_during_generation_keeps_the_shards(tmp_path, uspto_path):
+    cfg = study(tmp_path, uspto_path, regime_size=24, ratios=(1.0,))
+    assert synthpat(tmp_path, "prepare", str(cfg)).returncode == 0
+    run_dir = tmp_path / "runs" / "stop"
+    run = Run(tmp_path, ["generate", str(cfg)])
+    try:
+        run.wait_for(lambda: shard_rows(run_dir, "smol") >= 1, 300, "a generated row")
+        run.signal_group(signal.SIGTERM)
+        _assert_clean_stop(run, "generate", "")
+        kept = shard_rows(run_dir, "smol")
+        assert 1 <= kept < 24
+        assert f"kept {kept} generated row" in run.output()
+        assert _attempts(run_dir, "generate") == ["stopped"]
+        left, _ = run.wait_no_leftovers(10)
+        assert not left, left
+    finally:
+        run.kill_leftovers()
+    res = synthpat(tmp_path, "generate", str(cfg))
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = json.loads((run_dir / "generate" / "manifest.json").read_text())
+    assert manifest["rows"]["generated"] == 24
+    assert [a["ended"] for a in manifest["attempts"]] == ["stopped", "done"]
+    # Only the rest was generated: the progress line counts the pending rows alone.
+    assert f"/{24 - kept} rows" in res.stderr or f"{24 - kept}/{24 - kept}" in res.stderr
+
+
+def _finetune_study(tmp_path: Path, uspto_path: Path) -> Path:
+    tiny = build_tiny_bert(tmp_path / "tiny")
+    trials = {
+        "families": [
+            {"kind": "tfidf_linear", "name": "tfidf"},
+            # Two Ray Train workers (DDP on gloo), long enough to be stopped in the middle.
+            {
+                "kind": "finetune",
+                "name": "tiny",
+                "model": tiny,
+                "max_length": 32,
+                "epochs": 400,
+                "batch_size": 4,
+                "num_workers": 2,
+            },
+        ],  # fmt: skip
+        "arms": ["real_only"],
+        "seeds": [0, 1, 2],
+        "precisions": ["fp32"],
+        "attentions": ["sdpa"],
+        "numerics_guard": {"enabled": False},
+        "resources": {"cpus": 0.5},
+    }
+    cfg = study(tmp_path, uspto_path, trials=trials, generation=False)
+    assert synthpat(tmp_path, "prepare", str(cfg)).returncode == 0
+    return cfg
+
+
+def _done(run_dir: Path) -> dict[str, str]:
+    out = {}
+    for m in run_dir.glob(".work/trials-*/done/*/row.json"):
+        out[m.parent.name] = json.loads(m.read_text())["trained_at"]
+    return out
+
+
+def _training(run: Run) -> bool:
+    return any("TrainWorker" in p for p in marked_processes(run.mark))
+
+
+@pytest.mark.slow  # two trials runs with Ray Train fine-tunes: about 3 minutes on 2 cores
+@pytest.mark.parametrize("target", ["group", "driver"])
+def test_sigterm_during_a_finetune_keeps_the_finished_trials(tmp_path, uspto_path, target):
+    cfg = _finetune_study(tmp_path, uspto_path)
+    run_dir = tmp_path / "runs" / "stop"
+    run = Run(tmp_path, ["trials", str(cfg)])
+    try:
+        run.wait_for(lambda: len(_done(run_dir)) >= 1 and _training(run), 300,
+                     "a finished trial and a fine-tune running")  # fmt: skip
+        before = _done(run_dir)
+        (run.signal_group if target == "group" else run.signal_driver)(signal.SIGTERM)
+        _assert_clean_stop(run, "trials", "")
+        n = len(_done(run_dir))
+        assert n >= len(before)
+        assert f"kept {n} finished trial" in run.output()
+        assert _attempts(run_dir, "trials") == ["stopped"]
+        left, _ = run.wait_no_leftovers(10)
+        assert not left, left
+    finally:
+        run.kill_leftovers()
+    res = synthpat(tmp_path, "trials", str(cfg))
+    assert res.returncode == 0, res.stderr[-3000:]
+    df = pd.read_parquet(run_dir / "trials" / "results.parquet").set_index("trial_id")
+    assert len(df) == 6 and set(df.status) == {"ok"}, df[["status", "reason"]]
+    for tid, stamp in before.items():
+        assert df.loc[tid].trained_at == stamp, f"{tid} was trained again after the stop"
