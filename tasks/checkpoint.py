@@ -448,6 +448,8 @@ def save_classifier(
         "provenance": {**meta.get("provenance", {}), **(provenance or {})},
         "family_config": classifier.family_config(),
     }
+    if meta.get("train_history"):  # per-validation-pass metrics of a fine-tune (its curve)
+        doc["train_history"] = meta["train_history"]
     if classifier.family == ENSEMBLE:
         classifier.save_weights(tmp)
     else:

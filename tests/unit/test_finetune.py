@@ -133,9 +133,21 @@ def test_train_finetune_bf16_keeps_fp32_weights_and_saves(tiny_model, tmp_path):
     )
     assert next(clf.model.parameters()).dtype == torch.float32
     assert clf.meta["precision"] == "bf16" and clf.meta["attention"] == "sdpa"
+    clf.meta["train_history"] = [
+        {"epoch": 1, "train_loss": 0.7, "val_micro_f1": 0.2},
+        {"epoch": 2, "train_loss": 0.4, "val_micro_f1": 0.5},
+    ]
     path = save_classifier(tmp_path / "ckpt", clf)
     loaded = load_classifier(path, precision="fp32")
     np.testing.assert_allclose(loaded.predict_proba(x), clf.predict_proba(x), atol=1e-5)
+    # The training curve travels with the checkpoint: tracking logs it step by step.
+    assert loaded.meta["train_history"] == clf.meta["train_history"]
+    from orchestrator.tracking.records import read_curves
+
+    assert read_curves(path) == {
+        "train/train_loss": [(1, 0.7), (2, 0.4)],
+        "train/val_micro_f1": [(1, 0.2), (2, 0.5)],
+    }
 
 
 def test_train_finetune_rejects_mismatched_labels(tiny_model, tmp_path):
