@@ -38,6 +38,8 @@ TRIALS = {
 }
 #: Columns that say when and how fast a trial ran, not what it found.
 TIMING = ["trained_at", "train_seconds"]
+#: The same for a generated row (how long its request took).
+CORPUS_TIMING = ["gen_seconds"]
 
 
 def _config(root: Path, source: Path) -> Path:
@@ -69,7 +71,8 @@ def _finished(run_dir: Path) -> int:
 def _artifacts(run_dir: Path) -> dict[str, pd.DataFrame]:
     out = {}
     for p in sorted((run_dir / "generate" / "corpora").glob("*.parquet")):
-        out[f"corpus {p.stem}"] = pd.read_parquet(p)
+        corpus = pd.read_parquet(p)
+        out[f"corpus {p.stem}"] = corpus.drop(columns=[c for c in corpus if c in CORPUS_TIMING])
     out["fidelity summary"] = pd.read_parquet(run_dir / "fidelity" / "summary.parquet")
     results = pd.read_parquet(run_dir / "trials" / "results.parquet")
     out["trial results"] = (
