@@ -64,11 +64,12 @@ def _prompts(args: argparse.Namespace) -> list:
 
 
 def _dtype() -> str:
-    """One dtype for every method: what the pipeline's `auto` picks on this CPU (bf16 only where
-    the CPU has bf16 instructions)."""
-    from orchestrator.generation import cpu_has_native_bf16
+    """One dtype for every method: `--dtype`, or what the pipeline's `auto` picks on this CPU
+    (`orchestrator.generation.cpu_auto_dtype`)."""
+    from orchestrator.generation import cpu_auto_dtype
 
-    return "bfloat16" if cpu_has_native_bf16() else "float32"
+    chosen = os.environ.get("BENCH_DTYPE", "auto")
+    return cpu_auto_dtype() if chosen == "auto" else chosen
 
 
 def _generator(args: argparse.Namespace):
@@ -233,6 +234,12 @@ def main() -> None:
         default=120,
         help="words kept of each exemplar (generation.exemplar_words; the quickstart's is 60)",
     )
+    ap.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="every method's dtype; auto: the engine's rule for this CPU",
+    )
     ap.add_argument("--hf-batch", type=int, default=32)
     ap.add_argument(
         "--hf-n",
@@ -245,6 +252,7 @@ def main() -> None:
     ap.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["BENCH_DTYPE"] = args.dtype  # the children read it (_dtype)
     if args.method:  # child process: one method, its result as the last stdout line
         print(_MARK + json.dumps(globals()[f"run_{args.method}"](args)), flush=True)
         return

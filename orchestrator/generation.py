@@ -119,7 +119,12 @@ def engine_dtype(gen: VllmGenerator) -> str:
     matmuls are emulated, several times slower than fp32 (a 2-core Skylake: 15 vs 52 GFLOPS)."""
     if gen.dtype != "auto" or gen.num_gpus_per_actor > 0:
         return gen.dtype
-    return "bfloat16" if cpu_has_native_bf16() else "float32"
+    return cpu_auto_dtype()
+
+
+def cpu_auto_dtype(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """`auto` on a CPU: bfloat16 where the CPU computes bf16 natively, float32 elsewhere."""
+    return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"
 
 
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
