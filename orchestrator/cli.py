@@ -306,6 +306,7 @@ def serve(
 ) -> None:
     """Serve the best trial's classifier with Ray Serve: POST /v1/classify, GET /v1/model."""
     from orchestrator.ray_runtime import ensure_ray
+    from orchestrator.shutdown import Stopped, as_stop, leave, stop_on_signals
     from serve.launch import serve_forever, start_detached, stop_detached
 
     if stop:
@@ -325,9 +326,22 @@ def serve(
             typer.echo(f"serving trial {record['trial_id']} at {url} (pid {pid})")
             typer.echo("stop it with: synthpat serve --stop")
         else:
-            serve_forever(
-                run_dir, checkpoint, host, port, ensure_ray=ensure_ray, ready_file=ready_file
-            )
+            # SIGTERM / Ctrl-C, even during start-up: Serve and Ray shut down, exit 128 + signal.
+            with stop_on_signals():
+                try:
+                    serve_forever(
+                        run_dir,
+                        checkpoint,
+                        host,
+                        port,
+                        ensure_ray=ensure_ray,
+                        ready_file=ready_file,
+                    )
+                except KeyboardInterrupt as exc:
+                    stopped = as_stop(exc) or Stopped(signal.SIGINT)
+                    leave(
+                        stopped, typer.echo, f"serve: stopped by {stopped.signal_name}; shut down"
+                    )
     except (ValueError, FileNotFoundError, RuntimeError, TimeoutError) as exc:
         typer.echo(f"serve: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -182,13 +182,14 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
-def leave(stop: Stopped, say: Callable[[str], None]) -> None:
-    """End a stopped command: say what was kept, stop Ray (bounded), exit 128 + signal.
+def leave(stop: Stopped, say: Callable[[str], None], message: str | None = None) -> None:
+    """End a stopped command: say what was kept (or `message`), stop Ray (bounded), exit
+    128 + signal.
 
     `os._exit`: Ray's threads (and a GCS that died with the process group) can hold a normal
     exit for a minute; everything the run wrote is already on disk."""
     with contextlib.suppress(Exception):
-        say(stop_message(stop))
+        say(message or stop_message(stop))
     _shutdown_ray(RAY_SHUTDOWN_S)
     with contextlib.suppress(Exception):
         sys.stdout.flush()

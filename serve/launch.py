@@ -10,6 +10,7 @@ foreground serve command in a new session that holds the local Ray and Serve unt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -259,32 +260,38 @@ def serve_forever(
 ) -> None:
     """Serve until SIGTERM or Ctrl-C, then shut Serve and this process's Ray down.
 
+    Call it inside `orchestrator.shutdown.stop_on_signals()`: a stop signal, also one that lands
+    while the server is still starting, raises `Stopped` here, and it is raised again once
+    Serve and Ray are down (bounded: `shutdown.GRACE_S`), for the caller to exit 128 + signal.
     `ensure_ray(resources)` starts or joins Ray for the run's resources. `ready_file`, once
     serving, receives the URL and trial as JSON (how `start_detached` learns it is up)."""
     import ray
 
     run_dir = Path(run_dir)
     settings = load_run_settings(run_dir)
-    running = start_server(
-        run_dir,
-        settings.serve,
-        checkpoint,
-        host,
-        port,
-        select_metric=settings.select_metric,
-        storage_path=settings.resources.storage_path,
-        connect_ray=lambda: ensure_ray(settings.resources),
-    )
-    if ready_file is not None:
-        # Written whole, then renamed: the waiting parent never reads half a record.
-        write_text_atomic(ready_file, json.dumps(running.__dict__))
-    print(f"serving trial {running.trial_id} at {running.url} (docs: {running.url}/docs)")
-    print(f"  curl -s {running.url}/v1/classify -H 'content-type: application/json' \\")
-    print('       -d \'{"texts": ["A semiconductor device with a gate electrode"]}\'', flush=True)
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    while not stop["now"]:
-        time.sleep(0.5)
-    stop_server()
-    ray.shutdown()
+    try:
+        running = start_server(
+            run_dir,
+            settings.serve,
+            checkpoint,
+            host,
+            port,
+            select_metric=settings.select_metric,
+            storage_path=settings.resources.storage_path,
+            connect_ray=lambda: ensure_ray(settings.resources),
+        )
+        if ready_file is not None:
+            # Written whole, then renamed: the waiting parent never reads half a record.
+            write_text_atomic(ready_file, json.dumps(running.__dict__))
+        print(f"serving trial {running.trial_id} at {running.url} (docs: {running.url}/docs)")
+        print(f"  curl -s {running.url}/v1/classify -H 'content-type: application/json' \\")
+        print(
+            '       -d \'{"texts": ["A semiconductor device with a gate electrode"]}\'', flush=True
+        )
+        while True:
+            time.sleep(0.5)
+    finally:
+        if ray.is_initialized():
+            with contextlib.suppress(Exception):
+                stop_server()
+            ray.shutdown()

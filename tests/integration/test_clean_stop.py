@@ -126,3 +126,30 @@ def test_sigterm_during_a_finetune_keeps_the_finished_trials(tmp_path, uspto_pat
     assert len(df) == 6 and set(df.status) == {"ok"}, df[["status", "reason"]]
     for tid, stamp in before.items():
         assert df.loc[tid].trained_at == stamp, f"{tid} was trained again after the stop"
+
+
+@pytest.mark.parametrize("when", ["starting", "serving"])
+def test_sigterm_stops_a_foreground_server(tmp_path, uspto_path, when):
+    from demo_run import make_demo_run
+
+    from tasks.net import free_port
+
+    demo = make_demo_run(tmp_path / "demo", uspto_path, n_train=200, n_test=4)
+    run = Run(tmp_path, ["serve", str(demo.run_dir), "--port", str(free_port())])
+    try:
+        if when == "serving":
+            run.wait_for(lambda: "serving trial" in run.output(), 300, "the server's URL")
+        else:  # Ray is up, Serve not yet: the stop lands inside start_server
+            run.wait_for(lambda: any("raylet" in p for p in marked_processes(run.mark)), 120,
+                         "a raylet")  # fmt: skip
+        run.signal_driver(signal.SIGTERM)
+        code, took = run.wait(60)
+        out = run.output()
+        assert code == 143, out[-3000:]
+        assert took < EXIT_WITHIN_S, f"exit took {took:.1f}s"
+        assert "serve: stopped by SIGTERM; shut down" in out, out[-3000:]
+        assert "Traceback" not in out and "SIGTERM received" not in out, out[-3000:]
+        left, _ = run.wait_no_leftovers(10)
+        assert not left, left
+    finally:
+        run.kill_leftovers()
