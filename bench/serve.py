@@ -6,6 +6,11 @@ Same model, same API code (`serve.api.create_api`), same texts, same run, loopba
 - batched: `synthpat serve`'s application (Ray Serve HTTP proxy -> replica, `@serve.batch`);
 - Serve unbatched: the same live deployment reconfigured to max_batch_size=1.
 
+Before the servers start, the ceiling: the same model alone (`ClassifierServer.predict_proba`, no
+HTTP) on the same texts in bulk, on the same cores, two ways: one process with a torch thread per
+core, and one process per core with one thread each (all at once). The better of the two is what
+the encoder can do here; the script prints served req/s at each level against it.
+
 Each client sends one real test patent per request. The three servers run side by side and are
 measured in interleaved rounds (baseline, batched, unbatched, again ...), so that a shared
 machine's changing load falls on all three alike. Per concurrency level (1, 8, 32 clients) each
@@ -97,6 +102,63 @@ def http_path_ms(url: str) -> float:
             c.get("/healthz")
             hops.append(time.perf_counter() - t0)
     return float(np.median(hops) * 1000)
+
+
+def ceiling_worker(checkpoint: str, threads: int, texts_file: str, go_file: str) -> None:
+    """One process of the ceiling: the model alone in bulk (one call over its texts, which the
+    encoder sorts by length and runs in passes), `threads` torch threads; starts when `go_file`
+    exists (so that every process of a round is loaded first), prints texts/s of 2 repeats."""
+    import torch
+
+    from serve.server import ClassifierServer
+
+    torch.set_num_threads(threads)
+    server = ClassifierServer({"checkpoint": checkpoint, "trial_id": Path(checkpoint).name})
+    texts = json.loads(Path(texts_file).read_text())
+    server.predict_proba(texts[:8])  # warm-up
+    print("loaded", flush=True)
+    while not Path(go_file).exists():
+        time.sleep(0.01)
+    rates = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        server.predict_proba(texts)
+        rates.append(len(texts) / (time.perf_counter() - t0))
+    print(json.dumps({"texts_per_s": max(rates), "seconds": len(texts) / max(rates)}), flush=True)
+
+
+def ceiling(checkpoint: Path, texts: list[str], work: Path, repeat: int = 4) -> dict:
+    """The model alone on these cores: {one process, N threads; N processes, 1 thread}: texts/s."""
+    cores = len(os.sched_getaffinity(0))
+    out = {}
+    for name, procs, threads in (("1 process x all threads", 1, cores),
+                                 (f"{cores} processes x 1 thread", cores, 1)):  # fmt: skip
+        go = work / "ceiling.go"
+        go.unlink(missing_ok=True)
+        share = texts * repeat
+        files, running = [], []
+        for i in range(procs):
+            f = work / f"ceiling-texts-{i}.json"
+            f.write_text(json.dumps(share[i::procs]))
+            cmd = [sys.executable, __file__, "--ceiling-worker", str(checkpoint)]
+            cmd += ["--threads", str(threads), "--texts-file", str(f), "--go-file", str(go)]
+            running.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True))
+            files.append(f)
+        for proc in running:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "loaded"
+        t0 = time.perf_counter()
+        go.touch()
+        results = [json.loads(proc.communicate()[0].strip().splitlines()[-1]) for proc in running]
+        # All processes ran at once: the round's rate is all texts over the slowest one's time.
+        slowest = max(r["seconds"] for r in results)
+        out[name] = len(share) / slowest
+        wall = time.perf_counter() - t0
+        print(f"ceiling, model alone, {name}: {out[name]:.1f} texts/s "
+              f"({len(share)} texts, {wall:.1f}s for 2 repeats)")  # fmt: skip
+        for f in files:
+            f.unlink()
+    go.unlink(missing_ok=True)
+    return out
 
 
 def baseline_server(checkpoint: str, port: int, gpus: float) -> None:
@@ -240,11 +302,21 @@ def main() -> None:
     )
     p.add_argument("--reuse", action="store_true", help="Reuse the trained model in --work.")
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "serve")
+    p.add_argument(
+        "--no-ceiling", action="store_true", help="Skip the model-alone ceiling (a GPU run)."
+    )
     p.add_argument("--baseline-server", help=argparse.SUPPRESS)
+    p.add_argument("--ceiling-worker", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--texts-file", help=argparse.SUPPRESS)
+    p.add_argument("--go-file", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.baseline_server:
         baseline_server(args.baseline_server, args.port, args.replica_gpus)
+        return
+    if args.ceiling_worker:
+        ceiling_worker(args.ceiling_worker, args.threads, args.texts_file, args.go_file)
         return
 
     levels = [int(x) for x in args.levels.split(",")]
@@ -252,6 +324,7 @@ def main() -> None:
     texts = _texts(args, trial)
     checkpoint = args.work / "trials" / "checkpoints" / trial
     print(f"model {trial} ({args.family}); {len(texts)} real test patents, one per request")
+    limit = {} if args.no_ceiling else ceiling(checkpoint, texts, args.work)
     res = run_all(checkpoint, args.work, trial, texts, levels, args)
     print("ratios at each level (batched / baseline; batched / Serve unbatched):")
     for b, s, u in zip(res["baseline"], res["batched"], res["serve_unbatched"], strict=True):
@@ -260,9 +333,15 @@ def main() -> None:
             f"p99 x{s['p99_ms'] / b['p99_ms']:.2f}; vs Serve unbatched req/s "
             f"x{s['rps'] / u['rps']:.2f} p99 x{s['p99_ms'] / u['p99_ms']:.2f}"
         )
+    if limit:
+        best_way, best = max(limit.items(), key=lambda kv: kv[1])
+        print(f"served req/s against the ceiling ({best:.1f} texts/s, {best_way}):")
+        for b, s in zip(res["baseline"], res["batched"], strict=True):
+            print(f"  {b['clients']:>3} clients: batched x{s['rps'] / best:.2f}, "
+                  f"baseline x{b['rps'] / best:.2f}")  # fmt: skip
     total_5xx = sum(r["5xx"] for rows in res.values() for r in rows)
     print(f"5xx across the run: {total_5xx}")
-    result = {"family": args.family, **res, "5xx": total_5xx}
+    result = {"family": args.family, **res, "5xx": total_5xx, "ceiling_texts_per_s": limit}
     (args.work / f"result-{args.family}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -117,11 +117,16 @@ def _bundle(settings: TrialSettings, gpu: bool = True) -> dict[str, float]:
 
 def trial_need(family_config: Any, settings: TrialSettings) -> dict[str, float]:
     """The resources one trial of a family occupies while it runs: its own bundle, or for a
-    fine-tune its Ray Train workers' (each asks for the trial's CPUs/GPUs/custom resources)."""
+    fine-tune its Ray Train workers' (each asks for the trial's CPUs/GPUs/custom resources)
+    and the trial's own sliver that drives them: two two-worker trials of 0.5 CPU each do not
+    fit on 2 CPUs together, and the second one's worker group would time out waiting."""
     family = build_family(family_config)
     workers = max(1, family.train_workers())
     bundle = _bundle(settings, gpu=family.needs_gpu())
-    return {k: v * workers for k, v in bundle.items() if v > 0}
+    need = {k: v * workers for k, v in bundle.items() if v > 0}
+    if family.train_workers():
+        need["CPU"] = need.get("CPU", 0.0) + DRIVER_CPU
+    return need
 
 
 def concurrent_trials(needs: list[dict[str, float]], capacity: dict[str, float]) -> int:

@@ -141,20 +141,25 @@ class FinetuneClassifier(Classifier):
     def _forward(self, texts: list[str], want_embed: bool) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
-        from tasks.embeddings import CPU_FORWARD_BATCH
+        from tasks.embeddings import CPU_FORWARD_BATCH, length_passes, token_lengths
 
         self.model.eval()
         device = next(self.model.parameters()).device
-        # Passes of similar lengths (sorted by characters, restored below) pad little; on a CPU
-        # small passes are faster too (tasks.embeddings.forward_batch_size).
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        texts = [texts[i] for i in order]
-        size = self.batch_size if device.type != "cpu" else min(self.batch_size, CPU_FORWARD_BATCH)
+        # Passes of similar lengths (restored to the callers' order below) pad little: on a GPU
+        # sorted by characters in passes of batch_size; on a CPU small passes cut by token
+        # length (tasks.embeddings.length_passes), as every padded token costs a real one's time.
+        if device.type == "cpu":
+            lengths = token_lengths(self.tokenizer, texts, self.max_length)
+            passes = length_passes(lengths, min(self.batch_size, CPU_FORWARD_BATCH))
+        else:
+            by_chars = np.argsort([len(t) for t in texts], kind="stable").tolist()
+            passes = [by_chars[sl] for sl in _batches(len(texts), self.batch_size)]
+        order = np.array([i for idx in passes for i in idx], dtype=np.int64)
         probs, embs = [], []
         with torch.inference_mode():
-            for sl in _batches(len(texts), size):
+            for idx in passes:
                 enc = self.tokenizer(
-                    texts[sl],
+                    [texts[i] for i in idx],
                     truncation=True,
                     max_length=self.max_length,
                     padding=True,

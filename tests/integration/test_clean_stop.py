@@ -66,13 +66,14 @@ def _finetune_study(tmp_path: Path, uspto_path: Path) -> Path:
     trials = {
         "families": [
             {"kind": "tfidf_linear", "name": "tfidf"},
-            # Two Ray Train workers (DDP on gloo), long enough to be stopped in the middle.
+            # Two Ray Train workers (DDP on gloo), ~1 s an epoch here: long enough to be stopped
+            # in the middle, short enough for the rerun to train the rest in minutes.
             {
                 "kind": "finetune",
                 "name": "tiny",
                 "model": tiny,
                 "max_length": 32,
-                "epochs": 400,
+                "epochs": 40,
                 "batch_size": 4,
                 "num_workers": 2,
             },

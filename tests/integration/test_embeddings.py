@@ -47,3 +47,16 @@ def test_local_then_ray_share_one_cache(tmp_path, monkeypatch):
         )
     finally:
         ray.shutdown()
+
+
+def test_length_passes_give_the_vectors_of_one_text_at_a_time():
+    """encode_texts on a CPU (passes cut by length) gives each text's vector alone."""
+    from tasks.embeddings import encode_texts, load_encoder
+
+    minilm = load_encoder("embedded:minilm-l6", 128)
+    long = "A semiconductor device with a gate electrode on a substrate and a channel."
+    texts = ["A gate electrode.", "word " * 90, long, "x", "word " * 30]
+    got = encode_texts(texts, minilm)
+    want = np.stack([encode_texts([t], minilm, batch_size=1)[0] for t in texts])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got.dtype == np.float32 and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)

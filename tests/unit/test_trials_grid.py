@@ -262,7 +262,7 @@ def test_a_family_limited_to_some_regimes_runs_only_there():
 
 def test_concurrent_trials_count_a_finetune_with_its_train_workers():
     from config.trials import FinetuneFamily, FrozenHeadFamily
-    from orchestrator.trials_tune import concurrent_trials, trial_need
+    from orchestrator.trials_tune import DRIVER_CPU, concurrent_trials, trial_need
     from tasks.trials.inputs import TrialSettings
 
     env = TrialSettings(cpus=1.0, gpus=0.0)
@@ -270,10 +270,14 @@ def test_concurrent_trials_count_a_finetune_with_its_train_workers():
     ft = FinetuneFamily(name="f", model="embedded:minilm-l6")
     ft2 = FinetuneFamily(name="f2", model="embedded:minilm-l6", num_workers=2)
     assert trial_need(head, env) == {"CPU": 1.0}
-    assert trial_need(ft2, env) == {"CPU": 2.0}
+    assert trial_need(ft2, env) == {"CPU": 2.0 + DRIVER_CPU}  # its workers and its driver
     # 2 CPUs: two one-worker fine-tunes at a time, one two-worker fine-tune (the largest decides).
     assert concurrent_trials([trial_need(head, env), trial_need(ft, env)], {"CPU": 2.0}) == 2
     assert concurrent_trials([trial_need(head, env), trial_need(ft2, env)], {"CPU": 2.0}) == 1
+    # Two workers of 0.5 CPU: 1.01 CPU a trial, so one at a time on 2 CPUs (two would need 2.02).
+    half = TrialSettings(cpus=0.5, gpus=0.0)
+    assert concurrent_trials([trial_need(ft2, half)], {"CPU": 2.0}) == 1
+    assert concurrent_trials([trial_need(ft, half)], {"CPU": 2.0}) == 4  # in the trial's process
     # GPUs: the scarcest resource decides; a cluster short of one trial still runs one.
     gpu = TrialSettings(cpus=4.0, gpus=0.5, custom={"accelerator_type_l4": 0.5})
     cluster = {"CPU": 96.0, "GPU": 8.0, "accelerator_type_l4": 8.0}
