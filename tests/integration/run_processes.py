@@ -53,6 +53,7 @@ def study(
     """A tiny study config; only the sections asked for are enabled."""
     tree: dict = {
         "study": "stop",
+        "tracking": {"backend": "none"},  # tracking is tested on its own
         "data": {
             "source": {"path": str(source), "min_good_records": 50, "limit": 1200},
             "labels": {"top_k": 4},

@@ -17,6 +17,7 @@ REGIME = "r40"
 def _config(tmp_path: Path, source: Path) -> Path:
     tree = {
         "study": "fid",
+        "tracking": {"backend": "none"},  # tracking is tested on its own
         "data": {
             "source": {"path": str(source), "min_good_records": 50, "limit": 1500},
             "labels": {"top_k": 8},

@@ -14,6 +14,7 @@ from orchestrator.cli import app
 def _config(tmp_path: Path, source: Path, **data_extra) -> Path:
     tree = {
         "study": "prep",
+        "tracking": {"backend": "none"},  # tracking is tested on its own
         "data": {
             "source": {"path": str(source), "min_good_records": 50},
             "labels": {"top_k": 12},

@@ -45,6 +45,7 @@ def _study(tmp_path: Path, synthetic: bool) -> Path:
     source.write_text("")
     tree: dict = {
         "study": "rep",
+        "tracking": {"backend": "none"},  # tracking is tested on its own
         "data": {
             "source": {"path": str(source)},
             "regimes": [{"name": "r96", "size": 96}, {"name": "r48", "size": 48}],

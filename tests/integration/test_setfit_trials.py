@@ -17,6 +17,7 @@ from orchestrator.cli import app
 def _config(tmp_path: Path, source: Path) -> Path:
     tree = {
         "study": "sf",
+        "tracking": {"backend": "none"},  # tracking is tested on its own
         "data": {
             "source": {"path": str(source), "min_good_records": 50, "limit": 1200},
             "labels": {"top_k": 6},

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _config(tmp_path: Path, source: Path, trials: dict) -> Path:
     tree = {
         "study": "tr",
+        "tracking": {"backend": "none"},  # tracking is tested on its own
         "data": {
             "source": {"path": str(source), "min_good_records": 50, "limit": 1200},
             "labels": {"top_k": 6},
