@@ -14,8 +14,8 @@ from run_processes import Run, shard_rows, smol, study, synthpat
 ROWS = 6  # 0.5 x 12 real rows, one strategy: per generator
 
 
-def _config(tmp_path: Path, uspto_path: Path) -> Path:
-    cfg = study(tmp_path, uspto_path, generators=[smol("smol-a"), smol("smol-b")])
+def _config(tmp_path: Path, uspto_path: Path, **second: int) -> Path:
+    cfg = study(tmp_path, uspto_path, generators=[smol("smol-a"), smol("smol-b", **second)])
     res = synthpat(tmp_path, "prepare", str(cfg))
     assert res.returncode == 0, res.stderr[-3000:]
     return cfg
@@ -51,7 +51,8 @@ def test_two_generators_write_both_corpora_one_engine_at_a_time(tmp_path, uspto_
 
 @pytest.mark.slow  # three engine starts: about 4 minutes on 2 shared cores
 def test_a_kill_during_the_second_generator_resumes_and_keeps_the_first(tmp_path, uspto_path):
-    cfg = _config(tmp_path, uspto_path)
+    # The second generator one row at a time, so that the kill lands between its rows.
+    cfg = _config(tmp_path, uspto_path, batch_size=1, max_concurrent_batches=1)
     run_dir = tmp_path / "runs" / "stop"
     run = Run(tmp_path, ["generate", str(cfg)])
     try:
