@@ -154,3 +154,82 @@ def test_sigterm_stops_a_foreground_server(tmp_path, uspto_path, when):
         assert not left, left
     finally:
         run.kill_leftovers()
+
+
+@pytest.mark.slow  # a trials run killed during a fine-tune, then the rest: about 3 minutes
+def test_sigkill_to_the_group_during_a_finetune_leaves_nothing_running(tmp_path, uspto_path):
+    cfg = _finetune_study(tmp_path, uspto_path)
+    run_dir = tmp_path / "runs" / "stop"
+    run = Run(tmp_path, ["trials", str(cfg)])
+    try:
+        run.wait_for(lambda: len(_done(run_dir)) >= 1 and _training(run), 300,
+                     "a finished trial and a fine-tune running")  # fmt: skip
+        before = _done(run_dir)
+        run.signal_group(signal.SIGKILL)
+        run.wait(30)
+        # Ray's workers, the Train controller and workers, Tune's trial actors: all gone in 10 s.
+        left, took = run.wait_no_leftovers(10)
+        assert not left, left
+        print(f"trials: nothing left {took:.1f}s after SIGKILL")
+    finally:
+        run.kill_leftovers()
+    res = synthpat(tmp_path, "trials", str(cfg))
+    assert res.returncode == 0, res.stderr[-3000:]
+    df = pd.read_parquet(run_dir / "trials" / "results.parquet").set_index("trial_id")
+    assert len(df) == 6 and set(df.status) == {"ok"}, df[["status", "reason"]]
+    for tid, stamp in before.items():
+        assert df.loc[tid].trained_at == stamp, f"{tid} was trained again after the kill"
+
+
+def _assert_stopped(run: Run, stage: str) -> None:
+    code, took = run.wait(60)
+    out = run.output()
+    assert code == 143, out[-3000:]
+    assert took < EXIT_WITHIN_S, f"exit took {took:.1f}s"
+    assert f"stopped by SIGTERM in stage {stage}:" in out, out[-3000:]
+    assert "run the same command again to resume" in out and "Traceback" not in out, out[-3000:]
+    left, _ = run.wait_no_leftovers(10)
+    assert not left, left
+    print(f"{stage}: exit {code} {took:.1f}s after SIGTERM")
+
+
+@pytest.mark.slow  # a generation first (one engine start), then fidelity twice: about 3 minutes
+def test_sigterm_to_the_group_during_fidelity(tmp_path, uspto_path):
+    cfg = study(tmp_path, uspto_path, fidelity=True)
+    for stage in ("prepare", "generate"):
+        res = synthpat(tmp_path, stage, str(cfg))
+        assert res.returncode == 0, res.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "stop"
+    run = Run(tmp_path, ["fidelity", str(cfg)])
+    try:
+        run.wait_for(lambda: bool(list(run_dir.glob(".work/fidelity-*/attempts.json"))), 120,
+                     "the fidelity attempt")  # fmt: skip
+        run.signal_group(signal.SIGTERM)
+        _assert_stopped(run, "fidelity")
+        assert _attempts(run_dir, "fidelity") == ["stopped"]
+    finally:
+        run.kill_leftovers()
+    res = synthpat(tmp_path, "fidelity", str(cfg))
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = json.loads((run_dir / "fidelity" / "manifest.json").read_text())
+    assert [a["ended"] for a in manifest["attempts"]] == ["stopped", "done"]
+
+
+@pytest.mark.slow  # prepare, TF-IDF trials, report, then serve_smoke twice: about 2 minutes
+def test_sigterm_to_the_group_during_serve_smoke(tmp_path, uspto_path):
+    trials = {"families": [{"kind": "tfidf_linear", "name": "tfidf"}], "arms": ["real_only"],
+              "seeds": [0], "numerics_guard": {"enabled": False}}  # fmt: skip
+    cfg = study(tmp_path, uspto_path, trials=trials, generation=False, smoke=True)
+    run_dir = tmp_path / "runs" / "stop"
+    run = Run(tmp_path, ["run", str(cfg)])
+    try:
+        run.wait_for(lambda: bool(list(run_dir.glob(".work/serve_smoke-*/attempts.json"))), 300,
+                     "the serve_smoke attempt")  # fmt: skip
+        run.signal_group(signal.SIGTERM)
+        _assert_stopped(run, "serve_smoke")
+    finally:
+        run.kill_leftovers()
+    res = synthpat(tmp_path, "run", str(cfg))
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = json.loads((run_dir / "serve_smoke" / "manifest.json").read_text())
+    assert [a["ended"] for a in manifest["attempts"]] == ["stopped", "done"]
