@@ -200,9 +200,9 @@ def test_auto_dtype_is_float32_on_a_cpu_without_bf16(monkeypatch):
     import orchestrator.generation as generation
 
     cpu = VllmGenerator(name="g", model="embedded:smollm2-135m")
-    monkeypatch.setattr(generation, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(generation, "cpu_has_native_bf16", lambda *_: False)
     assert engine_dtype(cpu) == "float32"
-    monkeypatch.setattr(generation, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(generation, "cpu_has_native_bf16", lambda *_: True)
     assert engine_dtype(cpu) == "bfloat16"
     # Set by hand, or on a GPU, the config is passed through as it is.
     assert engine_dtype(cpu.model_copy(update={"dtype": "bfloat16"})) == "bfloat16"

@@ -27,7 +27,7 @@ import yaml
 from config import ConfigError, StudyConfig, load_config
 from orchestrator.generation import LIGHT_CPUS, check_fits
 from orchestrator.jobs import EXCLUDES
-from orchestrator.trials_tune import trial_need
+from orchestrator.trials_tune import DRIVER_CPU, trial_need
 from tasks.trials.inputs import TrialSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -292,7 +292,8 @@ def test_paper_needs_are_counted_as_the_stages_count_them(paper):
             check_fits(g, {**need, "CPU": need["CPU"] - 0.01}, fixed=True)
     assert needs["generator mistral-nemo-12b"] == {"CPU": 8 + LIGHT_CPUS, "GPU": 2}
     assert needs["generator phi35-mini"] == {"CPU": 4 + LIGHT_CPUS, "GPU": 1}
-    assert needs["trial of bert-for-patents"] == {"CPU": 4, "GPU": 0.5}
+    # A fine-tune trial: its Ray Train worker and the sliver of CPU that drives it.
+    assert needs["trial of bert-for-patents"] == {"CPU": 4 + DRIVER_CPU, "GPU": 0.5}
     assert needs["trial of frozen-mpnet-mlp"] == {"CPU": 4}  # trains on CPUs: no GPU held
     assert needs["fidelity encoder"] == {"CPU": 2, "GPU": 0.25}
 
