@@ -5,6 +5,7 @@ inherits (Ray's workers, vLLM's engine core, Train workers), and the search for 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 MARKER = "SYNTHPAT_TEST_RUN"
+EXIT_WITHIN_S = 30  # a stopped run exits within this many seconds of its signal
 
 
 def smol(name: str, **extra) -> dict:
@@ -203,3 +205,23 @@ def shard_rows(run_dir: Path, generator: str) -> int:
         except (OSError, ValueError):
             continue
     return n
+
+
+def assert_clean_stop(run: Run, stage: str, kept: str) -> float:
+    """The run stopped by SIGTERM as a run should: status 143 within EXIT_WITHIN_S, one line
+    saying what was kept and that the same command resumes, no traceback. The seconds it took."""
+    code, took = run.wait(60)
+    out = run.output()
+    assert code == 143, out[-3000:]
+    assert took < EXIT_WITHIN_S, f"exit took {took:.1f}s"
+    assert f"stopped by SIGTERM in stage {stage}: kept {kept}" in out, out[-3000:]
+    assert "run the same command again to resume" in out
+    assert "Traceback" not in out, out[-3000:]
+    print(f"{stage}: exit {code} {took:.1f}s after SIGTERM")  # the figure, with -s
+    return took
+
+
+def attempts(run_dir: Path, stage: str) -> list[str]:
+    """How each attempt at a stage ended, from its work folder's record."""
+    (path,) = run_dir.glob(f".work/{stage}-*/attempts.json")
+    return [a["ended"] for a in json.loads(path.read_text())]

@@ -12,53 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from run_processes import Run, marked_processes, shard_rows, study, synthpat
+from run_processes import (
+    EXIT_WITHIN_S,
+    Run,
+    assert_clean_stop,
+    attempts,
+    marked_processes,
+    study,
+    synthpat,
+)
 from tiny_bert import build_tiny_bert
-
-EXIT_WITHIN_S = 30
-
-
-def _assert_clean_stop(run: Run, stage: str, kept: str) -> float:
-    code, took = run.wait(60)
-    out = run.output()
-    assert code == 143, out[-3000:]
-    assert took < EXIT_WITHIN_S, f"exit took {took:.1f}s"
-    assert f"stopped by SIGTERM in stage {stage}: kept {kept}" in out, out[-3000:]
-    assert "run the same command again to resume" in out
-    assert "Traceback" not in out, out[-3000:]
-    print(f"{stage}: exit {code} {took:.1f}s after SIGTERM")  # the figure, with -s
-    return took
-
-
-def _attempts(run_dir: Path, stage: str) -> list[str]:
-    (path,) = run_dir.glob(f".work/{stage}-*/attempts.json")
-    return [a["ended"] for a in json.loads(path.read_text())]
-
-
-def test_sigterm_to_the_group_during_generation_keeps_the_shards(tmp_path, uspto_path):
-    cfg = study(tmp_path, uspto_path, regime_size=24, ratios=(1.0,))
-    assert synthpat(tmp_path, "prepare", str(cfg)).returncode == 0
-    run_dir = tmp_path / "runs" / "stop"
-    run = Run(tmp_path, ["generate", str(cfg)])
-    try:
-        run.wait_for(lambda: shard_rows(run_dir, "smol") >= 1, 300, "a generated row")
-        run.signal_group(signal.SIGTERM)
-        _assert_clean_stop(run, "generate", "")
-        kept = shard_rows(run_dir, "smol")
-        assert 1 <= kept < 24
-        assert f"kept {kept} generated row" in run.output()
-        assert _attempts(run_dir, "generate") == ["stopped"]
-        left, _ = run.wait_no_leftovers(10)
-        assert not left, left
-    finally:
-        run.kill_leftovers()
-    res = synthpat(tmp_path, "generate", str(cfg))
-    assert res.returncode == 0, res.stderr[-3000:]
-    manifest = json.loads((run_dir / "generate" / "manifest.json").read_text())
-    assert manifest["rows"]["generated"] == 24
-    assert [a["ended"] for a in manifest["attempts"]] == ["stopped", "done"]
-    # Only the rest was generated: the progress line counts the pending rows alone.
-    assert f"/{24 - kept} rows" in res.stderr or f"{24 - kept}/{24 - kept}" in res.stderr
 
 
 def _finetune_study(tmp_path: Path, uspto_path: Path) -> Path:
@@ -112,11 +75,11 @@ def test_sigterm_during_a_finetune_keeps_the_finished_trials(tmp_path, uspto_pat
                      "a finished trial and a fine-tune running")  # fmt: skip
         before = _done(run_dir)
         (run.signal_group if target == "group" else run.signal_driver)(signal.SIGTERM)
-        _assert_clean_stop(run, "trials", "")
+        assert_clean_stop(run, "trials", "")
         n = len(_done(run_dir))
         assert n >= len(before)
         assert f"kept {n} finished trial" in run.output()
-        assert _attempts(run_dir, "trials") == ["stopped"]
+        assert attempts(run_dir, "trials") == ["stopped"]
         left, _ = run.wait_no_leftovers(10)
         assert not left, left
     finally:
@@ -206,7 +169,7 @@ def test_sigterm_to_the_group_during_fidelity(tmp_path, uspto_path):
                      "the fidelity attempt")  # fmt: skip
         run.signal_group(signal.SIGTERM)
         _assert_stopped(run, "fidelity")
-        assert _attempts(run_dir, "fidelity") == ["stopped"]
+        assert attempts(run_dir, "fidelity") == ["stopped"]
     finally:
         run.kill_leftovers()
     res = synthpat(tmp_path, "fidelity", str(cfg))
