@@ -64,7 +64,7 @@ def _training(run: Run) -> bool:
     return any("TrainWorker" in p for p in marked_processes(run.mark))
 
 
-@pytest.mark.slow  # two trials runs with Ray Train fine-tunes: about 3 minutes on 2 cores
+@pytest.mark.slow  # two trials runs with Ray Train fine-tunes: about 6 minutes on 2 cores
 @pytest.mark.parametrize("target", ["group", "driver"])
 def test_sigterm_during_a_finetune_keeps_the_finished_trials(tmp_path, uspto_path, target):
     cfg = _finetune_study(tmp_path, uspto_path)
@@ -119,7 +119,7 @@ def test_sigterm_stops_a_foreground_server(tmp_path, uspto_path, when):
         run.kill_leftovers()
 
 
-@pytest.mark.slow  # a trials run killed during a fine-tune, then the rest: about 3 minutes
+@pytest.mark.slow  # a trials run killed during a fine-tune, then the rest: about 6 minutes
 def test_sigkill_to_the_group_during_a_finetune_leaves_nothing_running(tmp_path, uspto_path):
     cfg = _finetune_study(tmp_path, uspto_path)
     run_dir = tmp_path / "runs" / "stop"
@@ -156,7 +156,7 @@ def _assert_stopped(run: Run, stage: str) -> None:
     print(f"{stage}: exit {code} {took:.1f}s after SIGTERM")
 
 
-@pytest.mark.slow  # a generation first (one engine start), then fidelity twice: about 3 minutes
+@pytest.mark.slow  # a generation first (one engine start), then fidelity twice: about 1.5 minutes
 def test_sigterm_to_the_group_during_fidelity(tmp_path, uspto_path):
     cfg = study(tmp_path, uspto_path, fidelity=True)
     for stage in ("prepare", "generate"):
@@ -178,7 +178,7 @@ def test_sigterm_to_the_group_during_fidelity(tmp_path, uspto_path):
     assert [a["ended"] for a in manifest["attempts"]] == ["stopped", "done"]
 
 
-@pytest.mark.slow  # prepare, TF-IDF trials, report, then serve_smoke twice: about 2 minutes
+@pytest.mark.slow  # prepare, TF-IDF trials, report, then serve_smoke twice: about 40 s
 def test_sigterm_to_the_group_during_serve_smoke(tmp_path, uspto_path):
     trials = {"families": [{"kind": "tfidf_linear", "name": "tfidf"}], "arms": ["real_only"],
               "seeds": [0], "numerics_guard": {"enabled": False}}  # fmt: skip
