@@ -207,16 +207,22 @@ def shard_rows(run_dir: Path, generator: str) -> int:
     return n
 
 
-def assert_clean_stop(run: Run, stage: str, kept: str) -> float:
+def assert_clean_stop(run: Run, stage: str, run_dir: Path, kept: str | None = None) -> float:
     """The run stopped by SIGTERM as a run should: status 143 within EXIT_WITHIN_S, one line
-    saying what was kept and that the same command resumes, no traceback. The seconds it took."""
+    naming the stage (and what was kept, when `kept` is given) and saying that the same command
+    resumes, no traceback, the attempt recorded as stopped, and no process of the run left 10 s
+    later. The seconds the exit took."""
     code, took = run.wait(60)
     out = run.output()
     assert code == 143, out[-3000:]
     assert took < EXIT_WITHIN_S, f"exit took {took:.1f}s"
-    assert f"stopped by SIGTERM in stage {stage}: kept {kept}" in out, out[-3000:]
+    said = f"stopped by SIGTERM in stage {stage}:" + ("" if kept is None else f" kept {kept}")
+    assert said in out, out[-3000:]
     assert "run the same command again to resume" in out
     assert "Traceback" not in out, out[-3000:]
+    assert attempts(run_dir, stage) == ["stopped"]
+    left, _ = run.wait_no_leftovers(10)
+    assert not left, left
     print(f"{stage}: exit {code} {took:.1f}s after SIGTERM")  # the figure, with -s
     return took
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from run_processes import Run, assert_clean_stop, attempts, shard_rows, smol, study, synthpat
+from run_processes import Run, assert_clean_stop, shard_rows, smol, study, synthpat
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -103,13 +103,10 @@ def test_two_generators_stopped_then_resumed_write_filtered_corpora_with_provena
     try:
         run.wait_for(lambda: shard_rows(run_dir, "smol-a") >= 1, 300, "a generated row")
         run.signal_group(signal.SIGTERM)
-        assert_clean_stop(run, "generate", "")
+        assert_clean_stop(run, "generate", run_dir, kept="")
         kept = shard_rows(run_dir, "smol-a")
         assert 1 <= kept < per_generator and shard_rows(run_dir, "smol-b") == 0
         assert f"kept {kept} generated row" in run.output()
-        assert attempts(run_dir, "generate") == ["stopped"]
-        left, _ = run.wait_no_leftovers(10)
-        assert not left, left
     finally:
         run.kill_leftovers()
 
