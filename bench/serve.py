@@ -3,7 +3,8 @@
 Same model, same API code (`serve.api.create_api`), same texts, same run, loopback only:
 
 - baseline: the same FastAPI app under one uvicorn process, one model call per request;
-- batched: `synthpat serve`'s application (Ray Serve HTTP proxy -> replica, `@serve.batch`);
+- batched: `synthpat serve`'s application (`@serve.batch`; behind HAProxy, or Ray Serve's HTTP
+  proxy with `--ingress proxy`);
 - Serve unbatched: the same live deployment reconfigured to max_batch_size=1.
 
 Before the servers start, the ceiling: the same model alone (`ClassifierServer.predict_proba`, no
@@ -190,11 +191,13 @@ class ServeSide:
 
         from config.serve import ServeConfig
         from serve.app import build_app
+        from serve.ingress import ray_env
         from serve.launch import start_server, wait_ready
         from serve.select import select_checkpoint
         from tasks.net import free_port
 
         cfg = ServeConfig(
+            ingress=args.ingress,
             num_cpus=args.replica_cpus,
             num_gpus=args.replica_gpus,
             max_batch_size=args.max_batch_size,
@@ -205,6 +208,7 @@ class ServeSide:
         # baseline process has as many threads as the machine has cores), on the same physical
         # cores. With --replica-gpus the replicas share the GPU(s) with the baseline process.
         replicas = 2 * args.replicas
+        os.environ.update(ray_env(args.ingress))  # Serve reads its front where Ray starts
         ray.init(
             address="local",
             num_cpus=math.ceil(replicas * args.replica_cpus) + 1,
@@ -213,7 +217,9 @@ class ServeSide:
             object_store_memory=300 << 20,
         )
         port = free_port()
-        self.url = start_server(run_dir, cfg, trial, host="127.0.0.1", port=port).url
+        running = start_server(run_dir, cfg, trial, host="127.0.0.1", port=port)
+        self.url = running.url
+        print(f"Serve front: {running.ingress} (--ingress {args.ingress})")
         one = cfg.model_copy(update={"max_batch_size": 1, "batch_wait_timeout_s": 0.0})
         selection = select_checkpoint(run_dir, trial_id=trial)
         serve.run(build_app(one, selection), name="unbatched", route_prefix="/unbatched")
@@ -294,6 +300,12 @@ def main() -> None:
     p.add_argument("--batch-wait", type=float, default=0.01)
     p.add_argument("--replica-cpus", type=float, default=2)
     p.add_argument("--replicas", type=int, default=1, help="Replicas per Serve app.")
+    p.add_argument(
+        "--ingress",
+        choices=["auto", "haproxy", "proxy"],
+        default="auto",
+        help="Serve's HTTP front (serve.ingress): HAProxy in throughput mode, or Ray's proxy.",
+    )
     p.add_argument(
         "--replica-gpus",
         type=float,

@@ -35,6 +35,14 @@ class ServeConfig(StrictModel):
     port: int = Field(
         8000, ge=1, le=65535, description="HTTP port.", json_schema_extra=NOT_FINGERPRINTED
     )
+    ingress: Literal["auto", "haproxy", "proxy"] = Field(
+        "auto",
+        description="The HTTP front: haproxy (Ray Serve's throughput mode: replicas serve HTTP, "
+        "HAProxy forwards; its stats and metrics listeners bind every interface), proxy (Serve's "
+        "Python HTTP proxy), auto (haproxy where Ray Serve finds its binary, else proxy). Takes "
+        "effect where synthpat starts Ray; a joined cluster keeps what its `ray start` was given.",
+        json_schema_extra=NOT_FINGERPRINTED,
+    )
     api_key_env: str | None = Field(
         None,
         description="Name of an env var holding the API key; requests then need X-API-Key.",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from config.resources import ResourcesConfig
 from orchestrator.shutdown import SETUP_HOOK, guard_from_ray, reinstall
+from serve.ingress import Ingress, private_folder, ray_env
 from tasks.storage import storage_uri
 
 # storage_uri is a pure path function (serving needs it too); it is re-exported for Ray callers.
@@ -25,11 +28,12 @@ def cluster_address(resources: ResourcesConfig | None = None) -> str | None:
     return (resources.address if resources else None) or os.environ.get("RAY_ADDRESS")
 
 
-def ensure_ray(resources: ResourcesConfig | None = None) -> None:
+def ensure_ray(resources: ResourcesConfig | None = None, ingress: Ingress = "auto") -> None:
     """Join the configured cluster, or start a local Ray, unless Ray is already up.
 
     `resources.address` (or RAY_ADDRESS, set by `ray job submit`) joins an existing cluster; on a
-    laptop a local Ray with `resources.num_cpus` starts, dashboard off, usage stats off.
+    laptop a local Ray with `resources.num_cpus` starts, dashboard off, usage stats off, its
+    Serve set up for `ingress` (`serve.ingress`: Serve reads it only where Ray starts).
     """
     import ray
 
@@ -55,7 +59,11 @@ def ensure_ray(resources: ResourcesConfig | None = None) -> None:
         env["worker_process_setup_hook"] = SETUP_HOOK
         # "local": never join a cluster that `ray start` left on this machine (ray.init() with
         # no address would, through /tmp/ray/ray_current_cluster, and then refuse num_cpus).
-        with _dying_with_parent():
+        serve_env = ray_env(ingress)
+        folder = private_folder(serve_env)
+        if folder is not None:
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        with _local_ray_env(serve_env):
             ray.init(
                 address="local",
                 num_cpus=resources.num_cpus,
@@ -68,16 +76,18 @@ def ensure_ray(resources: ResourcesConfig | None = None) -> None:
 
 
 @contextlib.contextmanager
-def _dying_with_parent() -> Iterator[None]:
+def _local_ray_env(extra: dict[str, str]) -> Iterator[None]:
     """The environment that the local Ray's processes start with (they copy it at `ray.init`):
     `orchestrator/startup/sitecustomize.py` on PYTHONPATH and SYNTHPAT_DIE_WITH_PARENT=1, so
-    every Python process of the run dies with its parent. This process's own environment is
-    restored afterwards: nothing it starts later (a detached server) is tied to it."""
+    every Python process of the run dies with its parent, and `extra` (Serve's settings). This
+    process's own environment is restored afterwards: nothing it starts later (a detached
+    server) is tied to it."""
     startup = str(Path(__file__).resolve().parent / "startup")
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", DIE_WITH_PARENT)}
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", DIE_WITH_PARENT, *extra)}
     path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([startup, *([path] if path else [])])
     os.environ[DIE_WITH_PARENT] = "1"
+    os.environ.update(extra)
     try:
         yield
     finally:

@@ -15,6 +15,7 @@ import numpy as np
 from ray import serve
 
 from serve.api import ApiSettings, create_api
+from serve.ingress import ingress_in_effect
 from serve.select import Selection
 from serve.server import ClassifierServer, server_spec
 
@@ -26,6 +27,7 @@ class ClassifierDeployment:
 
     def __init__(self, spec: dict[str, Any], settings: ApiSettings):
         self.server = ClassifierServer(spec)
+        self.server.ingress = ingress_in_effect()
         self.settings = settings
         # One model thread: torch's intra-op pool belongs to the calling thread, so a rotating
         # executor would create (and spin) several pools on the same cores.

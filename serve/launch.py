@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ APP_NAME = "synthpat"
 #: The file a detached server writes, once ready, into the run folder: its URL and trial.
 READY_FILE = ".serve-ready.json"
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Running:
     url: str
     trial_id: str
     checkpoint: str
+    #: The HTTP front the replicas run behind (`serve.ingress.ingress_in_effect`).
+    ingress: str = "proxy"
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,24 @@ def start_server(
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     wait_ready(url, timeout_s)
-    return Running(url=url, trial_id=selection.trial_id, checkpoint=str(selection.path))
+    ingress = _model_info(url, api_key_from_env(cfg)).get("ingress", "proxy")
+    if cfg.ingress == "haproxy" and ingress != "haproxy":
+        log.warning(
+            "serve.ingress=haproxy, but the replicas run behind %s: Serve takes its front from "
+            "the environment its Ray started with (RAY_SERVE_ENABLE_HA_PROXY=1 and "
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 on every node's `ray start`)",
+            ingress,
+        )
+    return Running(url, selection.trial_id, str(selection.path), ingress)
+
+
+def _model_info(url: str, api_key: str | None) -> dict[str, Any]:
+    import httpx
+
+    from serve.api import API_KEY_HEADER
+
+    headers = {API_KEY_HEADER: api_key} if api_key else {}
+    return httpx.get(f"{url}/v1/model", headers=headers, timeout=30.0).json()
 
 
 class _NotReady(Exception):
@@ -255,7 +276,7 @@ def serve_forever(
     host: str | None = None,
     port: int | None = None,
     *,
-    ensure_ray: Callable[[ResourcesConfig], object],
+    ensure_ray: Callable[[ResourcesConfig, str], object],
     ready_file: Path | None = None,
 ) -> None:
     """Serve until SIGTERM or Ctrl-C, then shut Serve and this process's Ray down.
@@ -263,7 +284,8 @@ def serve_forever(
     Call it inside `orchestrator.shutdown.stop_on_signals()`: a stop signal, also one that lands
     while the server is still starting, raises `Stopped` here, and it is raised again once
     Serve and Ray are down (bounded: `shutdown.GRACE_S`), for the caller to exit 128 + signal.
-    `ensure_ray(resources)` starts or joins Ray for the run's resources. `ready_file`, once
+    `ensure_ray(resources, ingress)` starts or joins Ray for the run's resources and its
+    `serve.ingress`. `ready_file`, once
     serving, receives the URL and trial as JSON (how `start_detached` learns it is up)."""
     import ray
 
@@ -278,12 +300,15 @@ def serve_forever(
             port,
             select_metric=settings.select_metric,
             storage_path=settings.resources.storage_path,
-            connect_ray=lambda: ensure_ray(settings.resources),
+            connect_ray=lambda: ensure_ray(settings.resources, settings.serve.ingress),
         )
         if ready_file is not None:
             # Written whole, then renamed: the waiting parent never reads half a record.
             write_text_atomic(ready_file, json.dumps(running.__dict__))
-        print(f"serving trial {running.trial_id} at {running.url} (docs: {running.url}/docs)")
+        print(
+            f"serving trial {running.trial_id} at {running.url} "
+            f"(docs: {running.url}/docs; front: {running.ingress})"
+        )
         print(f"  curl -s {running.url}/v1/classify -H 'content-type: application/json' \\")
         print(
             '       -d \'{"texts": ["A semiconductor device with a gate electrode"]}\'', flush=True

@@ -71,6 +71,11 @@ class ModelInfo(BaseModel):
     mix: dict = Field(default_factory=dict, description="The training mix (arm, regime, ratio).")
     provenance: dict = Field(default_factory=dict)
     batching: dict = Field(default_factory=dict, description="Current max_batch_size and wait.")
+    ingress: str = Field(
+        "none",
+        description="The HTTP front this replica runs behind: haproxy, direct (replicas serve "
+        "HTTP behind Ray's proxy), proxy (Ray's proxy), none (no Ray Serve).",
+    )
 
 
 class Health(BaseModel):

@@ -67,6 +67,8 @@ class ClassifierServer:
         self.thresholds = np.asarray(classifier.thresholds, dtype=np.float32)
         self.metrics = ServeMetrics()
         self.batching: dict[str, Any] = {}
+        #: The HTTP front, set by the Serve deployment (serve.ingress.ingress_in_effect).
+        self.ingress = "none"
         self.ready = True
         # Fine-tuned models and tokenizers are not safe to call from two threads at once.
         self._lock = threading.Lock()
@@ -106,6 +108,7 @@ class ClassifierServer:
             "mix": mix,
             "provenance": self.doc.get("provenance", {}),
             "batching": dict(self.batching),
+            "ingress": self.ingress,
         }
 
 

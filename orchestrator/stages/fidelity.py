@@ -108,7 +108,7 @@ def _embed_all(
     )
     enc = _section(ctx.cfg).encoder
     console.print(f"fidelity: embedding {len(texts)} distinct texts with {enc.model}")
-    ensure_ray(ctx.cfg.resources)
+    ensure_ray(ctx.cfg.resources, ctx.cfg.serve.ingress)
     vecs = embed_texts(texts, enc, embedding_cache_dir(ctx.store.run_dir))
     return dict(zip(texts, vecs, strict=True))
 

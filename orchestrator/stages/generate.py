@@ -142,7 +142,7 @@ def generate_rows(
     from orchestrator.generation import run_generation
     from orchestrator.ray_runtime import cluster_address, ensure_ray
 
-    ensure_ray(ctx.cfg.resources)
+    ensure_ray(ctx.cfg.resources, ctx.cfg.serve.ingress)
     return run_generation(
         prompts,
         gen,
@@ -171,7 +171,7 @@ def engine_slot(ctx: StageContext, timeout_s: float = RELEASE_TIMEOUT_S) -> dict
 
     from orchestrator.ray_runtime import cluster_address, ensure_ray
 
-    ensure_ray(ctx.cfg.resources)
+    ensure_ray(ctx.cfg.resources, ctx.cfg.serve.ingress)
     local = cluster_address(ctx.cfg.resources) is None
     deadline = time.monotonic() + timeout_s
     while True:

@@ -82,7 +82,7 @@ def smoke_test(run_dir: Path, cfg: StudyConfig, docs: list[dict[str, Any]]) -> d
         port=free_port("127.0.0.1"),
         select_metric=cfg.serve.resolve_select_metric(cfg.trials),
         storage_path=cfg.resources.storage_path,
-        connect_ray=lambda: ensure_ray(cfg.resources),
+        connect_ray=lambda: ensure_ray(cfg.resources, cfg.serve.ingress),
     )
     try:
         headers = {}

@@ -193,7 +193,7 @@ def _embed(
         return
     texts = inputs.texts()
     index = {t: i for i, t in enumerate(texts)}
-    ensure_ray(ctx.cfg.resources)
+    ensure_ray(ctx.cfg.resources, ctx.cfg.serve.ingress)
     for key, enc in encoders.items():
         console.print(
             f"trials: embeddings of {len(texts)} distinct texts "
@@ -233,7 +233,7 @@ def _guard(cfg: StudyConfig, inputs: TrialInputs, cuda: bool) -> list[dict]:
     if cuda:
         from orchestrator.ray_runtime import ensure_ray
 
-        ensure_ray(cfg.resources)
+        ensure_ray(cfg.resources, cfg.serve.ingress)
     found = run_guard(calls, guard_task_options(t.resources) if cuda else None)
     rows = [
         {"family": fam.name, "model": fam.model, **r}
@@ -356,7 +356,7 @@ def _run(
     cfg, t = ctx.cfg, _section(ctx.cfg)
     # Ray Train V2 (the TorchTrainer inside a Tune trial) is read when workers start.
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    ensure_ray(cfg.resources)
+    ensure_ray(cfg.resources, cfg.serve.ingress)
     shared = cfg.resources.storage_path
     storage = shared or str((ctx.work_dir / "tune").resolve())
     # Ray Train runs (a fine-tune's workers write there, its trial reads back) beside Tune's on

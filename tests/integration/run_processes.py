@@ -181,6 +181,19 @@ def marked_processes(mark: str) -> list[str]:
     return out
 
 
+def listening(mark: str, name: str, port: int) -> list[str]:
+    """The addresses that the run's processes named `name` listen on at `port`."""
+    found = []
+    for p in _marked(mark):
+        try:
+            if p.name() == name:
+                found += [c.laddr.ip for c in p.net_connections("tcp")
+                          if c.status == psutil.CONN_LISTEN and c.laddr.port == port]  # fmt: skip
+        except psutil.Error:
+            continue
+    return found
+
+
 def synthpat(tmp_path: Path, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess:
     """`synthpat ARGS` to the end (a rerun), output captured."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}

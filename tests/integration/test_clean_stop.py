@@ -16,6 +16,7 @@ from run_processes import (
     EXIT_WITHIN_S,
     Run,
     assert_clean_stop,
+    listening,
     marked_processes,
     study,
     synthpat,
@@ -95,10 +96,14 @@ def test_sigterm_stops_a_foreground_server(tmp_path, uspto_path, when):
     from tasks.net import free_port
 
     demo = make_demo_run(tmp_path / "demo", uspto_path, n_train=200, n_test=4)
-    run = Run(tmp_path, ["serve", str(demo.run_dir), "--port", str(free_port())])
+    port = free_port()
+    run = Run(tmp_path, ["serve", str(demo.run_dir), "--port", str(port)])
     try:
         if when == "serving":
             run.wait_for(lambda: "serving trial" in run.output(), 300, "the server's URL")
+            # The default front on Linux: HAProxy, on loopback like the replicas behind it.
+            assert "front: haproxy)" in run.output(), run.output()[-3000:]
+            assert listening(run.mark, "haproxy", port) == ["127.0.0.1"]
         else:  # Ray is up, Serve not yet: the stop lands inside start_server
             run.wait_for(lambda: any("raylet" in p for p in marked_processes(run.mark)), 120,
                          "a raylet")  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 
 import httpx
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config.serve import ServeConfig
+from serve.ingress import private_folder, ray_env
 from serve.launch import start_server, stop_server
 from tasks.checkpoint import load_classifier
 from tasks.net import free_port
@@ -22,24 +24,34 @@ CFG = ServeConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, uspto_path):
+@pytest.fixture(scope="module", params=["haproxy", "proxy"])
+def served(request, tmp_path_factory, uspto_path):
+    """The API behind each front (`serve.ingress`): HAProxy (the default where it is found)
+    with replicas serving HTTP, and Ray Serve's Python proxy."""
     import ray
 
     demo = make_demo_run(tmp_path_factory.mktemp("run"), uspto_path, n_train=400, n_test=32)
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=300 * 1024 * 1024,
-    )
+    env = ray_env(request.param)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():  # Serve reads them where Ray starts
+            mp.setenv(key, value)
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=300 * 1024 * 1024,
+        )
     try:
-        running = start_server(demo.run_dir, CFG, host="127.0.0.1", port=free_port())
+        cfg = CFG.model_copy(update={"ingress": request.param})
+        running = start_server(demo.run_dir, cfg, host="127.0.0.1", port=free_port())
+        assert running.ingress == request.param
         with httpx.Client(base_url=running.url, timeout=60.0) as client:
             yield demo, running, client
     finally:
         stop_server()
         ray.shutdown()
+        if private_folder(env):
+            shutil.rmtree(private_folder(env), ignore_errors=True)
 
 
 def _metric(client: httpx.Client, name: str) -> float:
@@ -162,6 +174,7 @@ def test_model_card_and_runtime_batching(served):
     info = client.get("/v1/model").json()
     assert info["trial_id"] == demo.best_trial
     assert info["batching"] == {"max_batch_size": 32, "batch_wait_timeout_s": 0.05}
+    assert info["ingress"] == running.ingress  # what the replica itself runs behind
     # Same code and checkpoint, new user_config: Serve reconfigures the live replica.
     new = CFG.model_copy(update={"max_batch_size": 4, "batch_wait_timeout_s": 0.02})
     serve.run(build_app(new, select_checkpoint(demo.run_dir)), name="synthpat", route_prefix="/")
