@@ -120,6 +120,38 @@ def test_sigterm_stops_a_foreground_server(tmp_path, uspto_path, when):
         run.kill_leftovers()
 
 
+@pytest.mark.slow  # a server started, then killed: about 30 s
+def test_sigkill_of_a_serving_driver_leaves_nothing_running(tmp_path, uspto_path):
+    """SIGKILL to the server's process alone: Ray, Serve's actors and HAProxy (a native child
+    of an actor, tied to it by `serve.ingress`'s wrapper) go too, and the port is free."""
+    from demo_run import make_demo_run
+
+    from tasks.net import free_port
+
+    demo = make_demo_run(tmp_path / "demo", uspto_path, n_train=200, n_test=4)
+    port = free_port()
+    run = Run(tmp_path, ["serve", str(demo.run_dir), "--port", str(port)])
+    try:
+        run.wait_for(lambda: "serving trial" in run.output(), 300, "the server's URL")
+        assert listening(run.mark, "haproxy", port) == ["127.0.0.1"]
+        run.signal_driver(signal.SIGKILL)
+        code, _ = run.wait(30)
+        assert code == -signal.SIGKILL
+        left, _ = run.wait_no_leftovers(10)
+        assert not left, left
+        assert _bindable(port)  # no HAProxy left holding it
+    finally:
+        run.kill_leftovers()
+
+
+def _bindable(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+    return True
+
+
 @pytest.mark.slow  # a trials run killed during a fine-tune, then the rest: about 6 minutes
 def test_sigkill_to_the_group_during_a_finetune_leaves_nothing_running(tmp_path, uspto_path):
     cfg = _finetune_study(tmp_path, uspto_path)
