@@ -102,7 +102,9 @@ def ray_env(ingress: Ingress, environ: dict[str, str] | None = None) -> dict[str
     # a folder named after the node id (56 characters) and HAProxy takes socket paths of at
     # most 97: so a short folder, in /tmp where TMPDIR is long.
     tmp = tempfile.gettempdir()
-    home = Path(tempfile.mkdtemp(prefix="sph-", dir=tmp if len(tmp) <= 12 else "/tmp"))
+    tmp = tmp if len(tmp) <= 12 else "/tmp"
+    _sweep(Path(tmp))
+    home = Path(tempfile.mkdtemp(prefix=f"sph-{os.getpid()}-", dir=tmp))
     wrapper = home / "haproxy"
     wrapper.write_text(
         _WRAPPER.format(
@@ -131,6 +133,21 @@ def ray_env(ingress: Ingress, environ: dict[str, str] | None = None) -> dict[str
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
     }
     return {k: v for k, v in env.items() if k not in environ}
+
+
+def _sweep(tmp: Path) -> None:
+    """Remove the private folders of processes that are gone (a run killed before its exit
+    handler could remove its own)."""
+    for folder in tmp.glob("sph-*-*"):
+        try:
+            pid = int(folder.name.split("-")[1])
+            if folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, OSError):
+            continue
 
 
 def private_folder(env: dict[str, str]) -> Path | None:

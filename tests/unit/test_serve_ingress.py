@@ -97,3 +97,16 @@ def test_the_wrapper_becomes_the_binary_and_dies_with_its_parent(fake_haproxy):
     parent.wait(10)
     child.wait(10)  # psutil.TimeoutExpired if the binary outlived its parent
     assert not child.is_running()
+
+
+def test_a_dead_processs_folder_is_swept_a_live_ones_kept(fake_haproxy):
+    env = _env(fake_haproxy)
+    tmp = private_folder(env).parent  # type: ignore[union-attr]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    gone = tmp / f"sph-{dead.stdout.strip()}-left"
+    gone.mkdir()
+    (gone / "admin.sock").touch()
+    again = _env(fake_haproxy)
+    assert not gone.exists()
+    assert private_folder(env).is_dir() and private_folder(again).is_dir()  # type: ignore[union-attr]
