@@ -45,31 +45,39 @@ TRIAL = {"frozen_head": "t003-head", "tfidf_linear": "t000-c10"}
 
 
 async def load(url: str, texts: list[str], clients: int, max_requests: int, seconds: float):
-    """`clients` concurrent loops posting one text each; latencies (s), statuses, elapsed (s)."""
-    import httpx
+    """`clients` concurrent loops posting one text each; latencies (s), statuses, elapsed (s),
+    and this process's CPU seconds.
+
+    aiohttp, not httpx: the load generator runs on the same cores as the servers, and at 32
+    clients httpx took 2.0-2.4 ms of CPU a request against aiohttp's 0.4 (BENCHMARKS.md, serve).
+    aiohttp comes with ray[serve]."""
+    import aiohttp
 
     latencies: list[float] = []
     statuses: list[int] = []
     sent = 0
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    endpoint = f"{url}/v1/classify"
 
-    async def worker(ac: httpx.AsyncClient) -> None:
+    async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal sent
         while sent < max_requests and time.perf_counter() < deadline:
             text = texts[sent % len(texts)]
             sent += 1
             t0 = time.perf_counter()
             try:
-                r = await ac.post("/v1/classify", json={"texts": [text]})
-                statuses.append(r.status_code)
-            except httpx.HTTPError:
+                async with session.post(endpoint, json={"texts": [text]}) as r:
+                    await r.read()
+                    statuses.append(r.status)
+            except (TimeoutError, aiohttp.ClientError):
                 statuses.append(599)  # no answer counts as a server failure
             latencies.append(time.perf_counter() - t0)
 
-    async with httpx.AsyncClient(base_url=url, timeout=120.0, limits=limits) as ac:
+    timeout = aiohttp.ClientTimeout(total=120.0)
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as s:
         t0, cpu0 = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(worker(ac) for _ in range(clients)))
+        await asyncio.gather(*(worker(s) for _ in range(clients)))
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return np.array(latencies), statuses, elapsed, cpu
 
