@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from config.resources import ResourcesConfig
 from orchestrator.shutdown import SETUP_HOOK, guard_from_ray, reinstall
-from serve.ingress import Ingress, private_folder, ray_env
+from serve.ingress import Ingress, ray_env
 from tasks.storage import storage_uri
 
 # storage_uri is a pure path function (serving needs it too); it is re-exported for Ray callers.
@@ -59,11 +57,7 @@ def ensure_ray(resources: ResourcesConfig | None = None, ingress: Ingress = "aut
         env["worker_process_setup_hook"] = SETUP_HOOK
         # "local": never join a cluster that `ray start` left on this machine (ray.init() with
         # no address would, through /tmp/ray/ray_current_cluster, and then refuse num_cpus).
-        serve_env = ray_env(ingress)
-        folder = private_folder(serve_env)
-        if folder is not None:
-            atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        with _local_ray_env(serve_env):
+        with _local_ray_env(ray_env(ingress)):
             ray.init(
                 address="local",
                 num_cpus=resources.num_cpus,

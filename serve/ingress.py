@@ -10,8 +10,8 @@ HAProxy wherever Ray Serve finds its binary (Linux), else the proxy.
 
 Serve reads these settings once, when each of its processes starts, from the environment that
 the local Ray was started with; so they are set before `ray.init` (`ray_env`). A cluster that
-synthpat joins keeps the settings its `ray start` was given (cluster.yaml sets them on every
-node); `ingress_in_effect` says what a replica actually runs.
+synthpat joins keeps the settings its `ray start` was given (docs/cluster.md says how to set
+them); `ingress_in_effect` says what a replica actually runs.
 
 Two things of Ray's HAProxy set-up are adjusted for a machine that may run more than one server
 and may be a shared laptop: its files (config, admin socket, server state) go to a private
@@ -23,6 +23,7 @@ request data and no admin actions. Where that is not acceptable, `serve.ingress:
 
 from __future__ import annotations
 
+import atexit
 import os
 import shlex
 import shutil
@@ -30,12 +31,12 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from tasks.net import free_port
 
 Ingress = Literal["auto", "haproxy", "proxy"]
-INGRESS_CHOICES = ("auto", "haproxy", "proxy")
+INGRESS_CHOICES = get_args(Ingress)
 #: The settings that decide the front; one the user set in the environment is left as it is.
 HAPROXY = "RAY_SERVE_ENABLE_HA_PROXY"
 THROUGHPUT = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
@@ -92,7 +93,8 @@ def ray_env(ingress: Ingress, environ: dict[str, str] | None = None) -> dict[str
     """The variables a local Ray must start with for `ingress` (nothing for the proxy, or when
     the environment already chooses: RAY_SERVE_ENABLE_HA_PROXY or _THROUGHPUT_OPTIMIZED set).
 
-    For HAProxy this makes its private folder (mode 0700) and the wrapper inside it."""
+    For HAProxy this makes its private folder (mode 0700, removed when this process exits) and
+    the wrapper inside it."""
     environ = os.environ if environ is None else environ
     if HAPROXY in environ or THROUGHPUT in environ or resolve_ingress(ingress) == "proxy":
         return {}
@@ -105,6 +107,7 @@ def ray_env(ingress: Ingress, environ: dict[str, str] | None = None) -> dict[str
     tmp = tmp if len(tmp) <= 12 else "/tmp"
     _sweep(Path(tmp))
     home = Path(tempfile.mkdtemp(prefix=f"sph-{os.getpid()}-", dir=tmp))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
     wrapper = home / "haproxy"
     wrapper.write_text(
         _WRAPPER.format(
@@ -151,7 +154,7 @@ def _sweep(tmp: Path) -> None:
 
 
 def private_folder(env: dict[str, str]) -> Path | None:
-    """The folder `ray_env` made (to remove once Ray is down), if it made one."""
+    """The folder `ray_env` made, if it made one."""
     wrapper = env.get("RAY_SERVE_HAPROXY_BINARY_PATH")
     return Path(wrapper).parent if wrapper else None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 
 import httpx
 import numpy as np
@@ -14,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config.serve import ServeConfig
-from serve.ingress import private_folder, ray_env
+from serve.ingress import ray_env
 from serve.launch import start_server, stop_server
 from tasks.checkpoint import load_classifier
 from tasks.net import free_port
@@ -50,8 +49,6 @@ def served(request, tmp_path_factory, uspto_path):
     finally:
         stop_server()
         ray.shutdown()
-        if private_folder(env):
-            shutil.rmtree(private_folder(env), ignore_errors=True)
 
 
 def _metric(client: httpx.Client, name: str) -> float:
