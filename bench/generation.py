@@ -95,13 +95,14 @@ def run_pipeline(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     import ray
 
-    from orchestrator.generation import run_generation
+    from orchestrator.generation import run_generation, templater_soon
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300 << 20)
     gen = _generator(args)
+    templater = templater_soon(gen)  # as the generate stage does: it loads while Ray starts
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300 << 20)
     all_in_flight = len(prompts) <= gen.batch_size * gen.max_concurrent_batches
     with tempfile.TemporaryDirectory() as tmp:
-        out = run_generation(prompts, gen, Path(tmp), max_retries=0)
+        out = run_generation(prompts, gen, Path(tmp), max_retries=0, templater=templater)
         seconds = time.perf_counter() - t0
     ok = out[out.status == "ok"]
     return {

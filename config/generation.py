@@ -57,6 +57,15 @@ class VllmGenerator(StrictModel):
         "default, a spawned worker process bound to its cores.",
         json_schema_extra=NOT_FINGERPRINTED,
     )
+    cpu_engine_forkserver: bool = Field(
+        True,
+        description="CPU only, with cpu_worker_in_engine: the vLLM actor starts a forkserver "
+        "that imports the engine core's modules while the actor imports its own, and vLLM's "
+        "engine core is forked from it instead of spawned in a fresh interpreter (which imports "
+        "torch and vLLM again, after the actor: ~15 s on 2 cores; `orchestrator.engine_fork`). "
+        "false: vLLM's spawn.",
+        json_schema_extra=NOT_FINGERPRINTED,
+    )
     num_gpus_per_actor: float = Field(
         0, ge=0, description="GPUs per vLLM actor (0 on CPU).", json_schema_extra=NOT_FINGERPRINTED
     )

@@ -14,12 +14,14 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from config.generation import VllmGenerator
+from orchestrator import engine_fork
 from tasks.files import write_parquet_atomic
 from tasks.prompts import PromptRow
 
@@ -88,6 +90,8 @@ def processor_config(gen: VllmGenerator, model_path: str) -> Any:
         if worker_in_engine(gen):
             engine["distributed_executor_backend"] = "uni"
             env.update(worker_in_engine_env(gen))
+            if gen.cpu_engine_forkserver:
+                env.update(engine_fork.setup_env())
     if gen.kv_cache_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(gen.kv_cache_gib)
     if gen.cpu_reserved_cores is not None:
@@ -209,6 +213,22 @@ def chat_templater(model_path: str, trust_remote_code: bool = False) -> Callable
     return render
 
 
+def templater_soon(gen: VllmGenerator) -> Future[Callable[[PromptRow], str]]:
+    """`chat_templater` for `gen`, loading on a thread of its own: started before Ray, its
+    import of transformers and the tokenizer (~7 s of one core on a 2-core CPU) runs while Ray's
+    processes start, instead of after. Pass it to `run_generation`."""
+    from tasks.models import resolve_model
+
+    def load() -> Callable[[PromptRow], str]:
+        return chat_templater(resolve_model(gen.model), gen.trust_remote_code)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="synthpat-templater")
+    try:
+        return pool.submit(load)
+    finally:
+        pool.shutdown(wait=False)
+
+
 def fold_system_turn(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     """The system text put at the head of the first user turn, for chat templates that have no
     system role and raise on one (Gemma-2's, for instance)."""
@@ -301,6 +321,7 @@ def run_generation(
     pipeline_restarts: int = 3,
     progress: bool = True,
     fixed_cluster: bool = True,
+    templater: Future[Callable[[PromptRow], str]] | None = None,
 ) -> pd.DataFrame:
     """Generate every prompt with one generator, resuming from `shard_dir`; one row per prompt.
 
@@ -310,7 +331,8 @@ def run_generation(
     is started again on the rows still pending, up to `pipeline_restarts` times: the shards
     written before the loss stay, so no row is generated twice and none is lost.
     `fixed_cluster`: the cluster cannot grow (a local Ray), so an actor that does not fit is an
-    error rather than a wait for the autoscaler.
+    error rather than a wait for the autoscaler. `templater`: the generator's chat templater
+    from `templater_soon`, started before Ray; None loads it here.
     """
     import ray
 
@@ -333,7 +355,7 @@ def run_generation(
             "emulated, several times slower than float32; set its `dtype: auto` (float32 here)",
         )
     ray.data.DataContext.get_current().enable_progress_bars = False
-    render = chat_templater(model_path, gen.trust_remote_code)
+    render = templater.result() if templater else chat_templater(model_path, gen.trust_remote_code)
     restarts = 0
     while todo := pending(prompts, store.read(), max_retries):
         try:

@@ -139,9 +139,10 @@ def generate_rows(
     prompts: list, gen: Any, ctx: StageContext, max_retries: int, pipeline_restarts: int = 3
 ) -> pd.DataFrame:
     """One generator's results for all prompts, resumable under the stage's work folder."""
-    from orchestrator.generation import run_generation
+    from orchestrator.generation import run_generation, templater_soon
     from orchestrator.ray_runtime import cluster_address, ensure_ray
 
+    templater = templater_soon(gen)  # loads while Ray starts
     ensure_ray(ctx.cfg.resources, ctx.cfg.serve.ingress)
     return run_generation(
         prompts,
@@ -151,6 +152,7 @@ def generate_rows(
         pipeline_restarts=pipeline_restarts,
         # A Ray that synthpat started here cannot grow; a joined cluster may autoscale.
         fixed_cluster=cluster_address(ctx.cfg.resources) is None,
+        templater=templater,
     )
 
 

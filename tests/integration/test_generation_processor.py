@@ -41,3 +41,17 @@ def test_a_cpu_engine_runs_its_worker_in_the_engine_core_with_the_cores_as_threa
         cfg = processor_config(other, "/m")
         assert "distributed_executor_backend" not in cfg.engine_kwargs
         assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in cfg.runtime_env["env_vars"]
+
+
+def test_a_cpu_engine_with_its_worker_inside_forks_its_engine_core_from_a_warm_server():
+    from orchestrator import engine_fork
+
+    ((hook, target),) = engine_fork.setup_env().items()
+    gen = VllmGenerator(name="g", model="embedded:smollm2-135m")
+    assert processor_config(gen, "/m").runtime_env["env_vars"][hook] == target
+    for other in (
+        VllmGenerator(name="g", model="m", cpu_engine_forkserver=False),
+        VllmGenerator(name="g", model="m", cpu_worker_in_engine=False),
+        VllmGenerator(name="g", model="m", num_gpus_per_actor=1),
+    ):
+        assert hook not in processor_config(other, "/m").runtime_env["env_vars"]

@@ -255,3 +255,13 @@ def test_an_engine_actor_that_cannot_fit_is_an_error_on_a_fixed_cluster(caplog):
     # A cluster that can grow: the autoscaler may add the node, so only a warning.
     check_fits(gpu, two, fixed=False)
     assert "waiting for the autoscaler" in caplog.text
+
+
+def test_the_templater_loaded_on_a_thread_renders_as_the_one_loaded_here(tmp_path):
+    from orchestrator.generation import templater_soon
+
+    here = _templater(tmp_path, "{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}")
+    soon = templater_soon(VllmGenerator(name="g", model=str(tmp_path)))
+    assert soon.result(timeout=60)(_row(0)) == here(_row(0)) == "[system:s][user:u]"
+    with pytest.raises(Exception, match="missing"):  # its errors come out of result()
+        templater_soon(VllmGenerator(name="g", model=str(tmp_path / "missing"))).result(60)
