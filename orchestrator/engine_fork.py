@@ -23,6 +23,7 @@ is (spawn) and says so in the actor's log.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import os
@@ -33,33 +34,45 @@ log = logging.getLogger(__name__)
 
 # What the engine-core child imports before it serves: the module of its target
 # (EngineCoreProc.run_engine_core), the one-process executor and vLLM's CPU worker (built in the
-# engine core when the worker runs there). The model's own module is not known here.
+# engine core when the worker runs there). The model's own module is not known here. First, the
+# guard that makes the server die with the actor (`orchestrator.forkserver_guard`).
 PRELOAD = (
+    "orchestrator.forkserver_guard",
     "vllm.v1.engine.core",
     "vllm.v1.executor.uniproc_executor",
     "vllm.v1.worker.cpu_worker",
 )
 HOOK = f"{__name__}.start"
+#: The hook that the worker would have run without ours (a worker gets one): `start` runs it.
+THEN = "SYNTHPAT_SETUP_HOOK_THEN"
 
 
-def setup_env() -> dict[str, str]:
-    """The env var that makes a Ray worker process run `start` as it starts; {} where this Ray
-    has no such variable (then vLLM spawns as before)."""
+def setup_env(then: str | None = None) -> dict[str, str]:
+    """The env vars that make a Ray worker process run `start` as it starts, and then the hook
+    `then` (an import path: the job's own, which this one replaces; see
+    `orchestrator.ray_runtime.job_setup_hook`). {} where this Ray has no such variable (then
+    vLLM spawns as before)."""
     try:
         from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR
     except ImportError:
         return {}
-    return {WORKER_PROCESS_SETUP_HOOK_ENV_VAR: HOOK}
+    return {WORKER_PROCESS_SETUP_HOOK_ENV_VAR: HOOK, **({THEN: then} if then else {})}
 
 
 class _EnvReplayProcess(mp_context.ForkServerProcess):
-    """A forkserver process that runs with the starting process's environment."""
+    """A forkserver process that runs with the starting process's environment and dies with
+    the server (which dies with the process that started it)."""
 
     def start(self) -> None:
         self._start_environ = dict(os.environ)
         super().start()
 
     def run(self) -> None:
+        from orchestrator.shutdown import set_parent_death_signal
+
+        set_parent_death_signal()
+        if os.getppid() == 1:  # the server died before the request took effect
+            os._exit(1)
         os.environ.clear()
         os.environ.update(self._start_environ)
         super().run()
@@ -85,8 +98,19 @@ def start(preload: tuple[str, ...] = PRELOAD) -> bool:
     except Exception as e:  # noqa: BLE001 - an optimisation: never a reason to fail the actor
         name = type(e).__name__
         log.warning("engine core: forkserver not used (%s: %s); vLLM spawns it", name, e)
-        return False
-    return True
+        done = False
+    else:
+        done = True
+    _run_then()
+    return done
+
+
+def _run_then() -> None:
+    """The hook this one replaced (THEN), if any; its failure fails the worker, as it would."""
+    then = os.environ.get(THEN)
+    if then:
+        module, _, name = then.rpartition(".")
+        getattr(importlib.import_module(module), name)()
 
 
 def _patch_vllm(ctx: EnvReplayContext) -> None:

@@ -91,7 +91,9 @@ def processor_config(gen: VllmGenerator, model_path: str) -> Any:
             engine["distributed_executor_backend"] = "uni"
             env.update(worker_in_engine_env(gen))
             if gen.cpu_engine_forkserver:
-                env.update(engine_fork.setup_env())
+                from orchestrator.ray_runtime import job_setup_hook
+
+                env.update(engine_fork.setup_env(then=job_setup_hook()))
     if gen.kv_cache_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(gen.kv_cache_gib)
     if gen.cpu_reserved_cores is not None:

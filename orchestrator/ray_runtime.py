@@ -17,7 +17,16 @@ from tasks.storage import storage_uri
 #: orchestrator/startup/sitecustomize.py).
 DIE_WITH_PARENT = "SYNTHPAT_DIE_WITH_PARENT"
 
-__all__ = ["cluster_address", "ensure_ray", "storage_uri"]
+__all__ = ["cluster_address", "ensure_ray", "job_setup_hook", "storage_uri"]
+
+#: The worker-process setup hook of the Ray that `ensure_ray` started here (None: none, or a
+#: joined cluster's). A worker gets one hook: an actor that sets its own runs this one after it.
+_job_hook: list[str] = []
+
+
+def job_setup_hook() -> str | None:
+    """The setup hook that this process's Ray runs in every worker, as an import path."""
+    return _job_hook[0] if _job_hook else None
 
 
 def cluster_address(resources: ResourcesConfig | None = None) -> str | None:
@@ -55,6 +64,7 @@ def ensure_ray(resources: ResourcesConfig | None = None, ingress: Ingress = "aut
         # workers): nothing outlives a driver killed by any signal. Local only: on a cluster the
         # hook would need this package on every node before any worker could start.
         env["worker_process_setup_hook"] = SETUP_HOOK
+        _job_hook[:] = [SETUP_HOOK]
         # "local": never join a cluster that `ray start` left on this machine (ray.init() with
         # no address would, through /tmp/ray/ray_current_cluster, and then refuse num_cpus).
         with _local_ray_env(ray_env(ingress)):

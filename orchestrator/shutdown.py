@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import multiprocessing
 import os
 import signal
 import sys
@@ -222,11 +223,15 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
         return False
 
 
-def _run_dying_with_parent(parent_pid: int, target: Callable[..., Any], *args, **kwargs) -> Any:
-    """A `multiprocessing` child's target: die with the parent, then run the real target."""
+def _run_dying_with_parent(
+    parent_pid: int | None, target: Callable[..., Any], *args, **kwargs
+) -> Any:
+    """A `multiprocessing` child's target: die with the parent, then run the real target.
+    `parent_pid` None: a forkserver's child, whose parent is the server (which dies with the
+    process that started it), not the process that asked for the child."""
     set_parent_death_signal()
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
-        os._exit(1)
+    if os.getppid() != parent_pid if parent_pid is not None else os.getppid() == 1:
+        os._exit(1)  # the parent died before the request took effect
     die_with_parent_hook()  # this child's own children too
     return target(*args, **kwargs)
 
@@ -248,7 +253,9 @@ def die_with_parent_hook() -> None:
         target = getattr(self, "_target", None)
         wrapped = isinstance(target, functools.partial) and target.func is _run_dying_with_parent
         if target is not None and not wrapped:  # a Process subclass with its own run() is left
-            self._target = functools.partial(_run_dying_with_parent, os.getpid(), target)
+            method = self._start_method or multiprocessing.get_start_method(allow_none=True)
+            parent = None if method == "forkserver" else os.getpid()
+            self._target = functools.partial(_run_dying_with_parent, parent, target)
         return original(self)
 
     start._dies_with_parent = True  # type: ignore[attr-defined]
