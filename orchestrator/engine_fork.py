@@ -9,6 +9,11 @@ then runs beside the actor's, on the other core. The engine core is forked from 
 process of its own, single-threaded, with no Ray in it, so the fork is the kind that vLLM makes
 outside Ray anyway (it forks by default, after importing the same modules).
 
+Lifetimes: the server asks for SIGKILL when the actor dies (`orchestrator.forkserver_guard`, its
+first preload), and each child when the server dies, so a killed actor leaves neither behind.
+Ray gives a worker one setup hook: the job's own (a local run's `die_with_parent_hook`) is
+passed in THEN and run after ours.
+
 What a forked child does not get from a forkserver is the parent's environment as it is at the
 fork: the server's is the actor's at start-up. vLLM and ray.data.llm set variables in the actor
 before starting the engine core, so each child process replays the actor's whole environment,
