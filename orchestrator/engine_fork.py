@@ -73,11 +73,9 @@ class _EnvReplayProcess(mp_context.ForkServerProcess):
         super().start()
 
     def run(self) -> None:
-        from orchestrator.shutdown import set_parent_death_signal
+        from orchestrator.shutdown import tie_to_parent
 
-        set_parent_death_signal()
-        if os.getppid() == 1:  # the server died before the request took effect
-            os._exit(1)
+        tie_to_parent()  # to the server
         os.environ.clear()
         os.environ.update(self._start_environ)
         super().run()

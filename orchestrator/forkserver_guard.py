@@ -3,12 +3,9 @@ the kernel for SIGKILL when the process that started it (the vLLM actor) dies, s
 leaves no server behind, nor, through theirs, the engine cores forked from it. Only as a
 forkserver's preload: importing it anywhere else would tie that process to its parent."""
 
-import os
 import sys
 
-from orchestrator.shutdown import set_parent_death_signal
+from orchestrator.shutdown import tie_to_parent
 
 if sys.argv[:1] == ["-c"] and "multiprocessing.forkserver" in sys.modules:  # the server itself
-    set_parent_death_signal()
-    if os.getppid() == 1:  # the actor died before the request took effect
-        os._exit(1)
+    tie_to_parent()

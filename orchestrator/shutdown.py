@@ -223,15 +223,21 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
         return False
 
 
+def tie_to_parent(parent_pid: int | None = None) -> None:
+    """Die (SIGKILL) when the parent dies; exit now if it already has (`parent_pid`: the parent
+    expected; None: the one this process has, orphaned only if reparented to init)."""
+    set_parent_death_signal()
+    if os.getppid() != parent_pid if parent_pid is not None else os.getppid() == 1:
+        os._exit(1)  # the parent died before the request took effect
+
+
 def _run_dying_with_parent(
     parent_pid: int | None, target: Callable[..., Any], *args, **kwargs
 ) -> Any:
     """A `multiprocessing` child's target: die with the parent, then run the real target.
     `parent_pid` None: a forkserver's child, whose parent is the server (which dies with the
     process that started it), not the process that asked for the child."""
-    set_parent_death_signal()
-    if os.getppid() != parent_pid if parent_pid is not None else os.getppid() == 1:
-        os._exit(1)  # the parent died before the request took effect
+    tie_to_parent(parent_pid)
     die_with_parent_hook()  # this child's own children too
     return target(*args, **kwargs)
 
